@@ -1,0 +1,2 @@
+//! mast: the metadata master of a distributed storage cluster.
+//! See ARCHITECTURE.md for the map of the code.
