@@ -1,1 +1,29 @@
-fn main() {}
+use clap::Parser;
+use mast::config::{Cli, Command, ServerConfig};
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cli.command {
+        Command::Server(args) => {
+            let config = match ServerConfig::resolve(args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("mast: {e}");
+                    std::process::exit(2);
+                }
+            };
+            if let Err(e) = mast::server::run(config) {
+                eprintln!("mast: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Node-level endpoints every shard serves: `/healthz`, `/status`, `/metrics`.
+//!
+//! `/status` and `/metrics` gather per-shard facts with one cross-shard call per shard, so a
+//! scrape sees every shard no matter which one the kernel handed the connection to.
+
+use std::fmt::Write as _;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use mast_http::{HttpMetricsSnapshot, Method, Request, Response, Router};
+use serde::Serialize;
+
+use crate::server::Shard;
+
+/// What one shard reports about itself; `Send` so it can cross shards.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardFacts {
+    pub shard: usize,
+    pub cpu: usize,
+    pub pinned: bool,
+    pub driver: &'static str,
+    pub connections_active: u64,
+    pub requests_total: u64,
+    pub xshard_queue_depth: usize,
+    pub xshard_submitted_total: u64,
+    pub xshard_rejected_full_total: u64,
+    #[serde(skip)]
+    pub http: HttpMetricsSnapshot,
+}
+
+fn facts(shard: &Shard) -> ShardFacts {
+    let http = shard.http_metrics.snapshot();
+    let stats = shard.mesh.queue_stats(shard.id);
+    ShardFacts {
+        shard: shard.id,
+        cpu: shard.cpu,
+        pinned: shard.pinned,
+        driver: shard.driver.as_str(),
+        connections_active: http.connections_active,
+        requests_total: http.requests.values().sum(),
+        xshard_queue_depth: shard.mesh.queue_depth(shard.id),
+        xshard_submitted_total: stats.map_or(0, |s| s.submitted.load(Ordering::Relaxed)),
+        xshard_rejected_full_total: stats.map_or(0, |s| s.rejected_full.load(Ordering::Relaxed)),
+        http,
+    }
+}
+
+/// Facts from every shard, in shard order. A shard that cannot answer is left out (it is
+/// stopping); the caller sees fewer entries than `shards`.
+async fn all_facts(me: &Rc<Shard>) -> Vec<ShardFacts> {
+    let mut out = Vec::with_capacity(me.mesh.shards());
+    for s in 0..me.mesh.shards() {
+        if s == me.id {
+            out.push(facts(me));
+        } else if let Ok(f) = me
+            .mesh
+            .submit_to(s, |shard: Rc<Shard>| async move { facts(&shard) })
+            .await
+        {
+            out.push(f);
+        }
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct MemberView {
+    id: u64,
+    peer_addr: String,
+    http_addr: String,
+}
+
+#[derive(Serialize)]
+struct Status {
+    node_id: u64,
+    version: &'static str,
+    uptime_ms: u64,
+    http_addr: String,
+    peer_addr: String,
+    data_dir: String,
+    members: Vec<MemberView>,
+    shards: Vec<ShardFacts>,
+}
+
+async fn status(me: Rc<Shard>) -> Response {
+    let node = &me.node;
+    let body = Status {
+        node_id: node.id,
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_ms: node.started.elapsed().as_millis() as u64,
+        http_addr: node.http_addr.to_string(),
+        peer_addr: node.peer_addr.to_string(),
+        data_dir: node.data_dir.display().to_string(),
+        members: node
+            .members
+            .iter()
+            .map(|m| MemberView {
+                id: m.id,
+                peer_addr: m.peer_addr.to_string(),
+                http_addr: m.http_addr.to_string(),
+            })
+            .collect(),
+        shards: all_facts(&me).await,
+    };
+    Response::json(200, &body)
+}
+
+async fn metrics(me: Rc<Shard>) -> Response {
+    let shards = all_facts(&me).await;
+    let mut http = HttpMetricsSnapshot::default();
+    for f in &shards {
+        http.merge(&f.http);
+    }
+    let mut out = String::with_capacity(4096);
+    let _ = writeln!(out, "# HELP mast_shards Shards answering in this process.");
+    let _ = writeln!(out, "# TYPE mast_shards gauge");
+    let _ = writeln!(out, "mast_shards {}", shards.len());
+    let _ = writeln!(
+        out,
+        "# HELP mast_uptime_seconds Seconds since the process started."
+    );
+    let _ = writeln!(out, "# TYPE mast_uptime_seconds gauge");
+    let _ = writeln!(
+        out,
+        "mast_uptime_seconds {}",
+        me.node.started.elapsed().as_secs()
+    );
+    type Gauge = fn(&ShardFacts) -> u64;
+    let per_shard: [(&str, &str, &str, Gauge); 4] = [
+        (
+            "mast_shard_http_connections_active",
+            "gauge",
+            "Open HTTP connections per shard.",
+            |f| f.connections_active,
+        ),
+        (
+            "mast_xshard_queue_depth",
+            "gauge",
+            "Cross-shard jobs waiting per shard.",
+            |f| f.xshard_queue_depth as u64,
+        ),
+        (
+            "mast_xshard_submitted_total",
+            "counter",
+            "Cross-shard jobs queued to each shard.",
+            |f| f.xshard_submitted_total,
+        ),
+        (
+            "mast_xshard_rejected_full_total",
+            "counter",
+            "Cross-shard jobs refused because the shard's queue was full.",
+            |f| f.xshard_rejected_full_total,
+        ),
+    ];
+    for (name, kind, help, get) in per_shard {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for f in &shards {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", f.shard, get(f));
+        }
+    }
+    http.render_prometheus(&mut out);
+    Response::bytes(200, "text/plain; version=0.0.4; charset=utf-8", out.into())
+}
+
+/// The node-level routes. API modules add theirs to the same router.
+pub fn router(shard: Rc<Shard>) -> Router {
+    let (s1, s2) = (shard.clone(), shard);
+    Router::new()
+        .route(Method::GET, "/healthz", |_req: Request| async {
+            Response::text(200, "ok\n")
+        })
+        .route(Method::GET, "/status", move |_req: Request| {
+            status(s1.clone())
+        })
+        .route(Method::GET, "/metrics", move |_req: Request| {
+            metrics(s2.clone())
+        })
+}

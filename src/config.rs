@@ -1,0 +1,390 @@
+//! Command line and config file for `mast server`.
+//!
+//! Precedence: a flag on the command line wins over the same key in `--config FILE`, which
+//! wins over the built-in default. Every value is validated before anything starts, and a bad
+//! value stops the start with a message naming the key and the problem.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+/// Shards above this are refused: each one is a pinned thread plus a peer port.
+pub const SHARDS_MAX: usize = 256;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mast",
+    version,
+    about = "Metadata master of a distributed storage cluster"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a mast server (a single-node cluster unless --members names more).
+    Server(ServerArgs),
+}
+
+/// Flags of `mast server`. Every field is optional so that a missing flag can fall back to the
+/// config file; defaults are applied in [`ServerConfig::resolve`].
+#[derive(Debug, Default, Args)]
+pub struct ServerArgs {
+    /// This node's id (a positive integer, unique in the cluster). Default 1.
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// Directory for logs, snapshots and hard state. Default ./mast-data.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Admin/API HTTP address shared by all shards (SO_REUSEPORT). Default 127.0.0.1:17010.
+    #[arg(long)]
+    pub http_addr: Option<String>,
+    /// Peer address of shard 0; shard i listens on port + i. Default 127.0.0.1:17110.
+    #[arg(long)]
+    pub peer_addr: Option<String>,
+    /// Cluster members: "1=PEER/HTTP,2=PEER/HTTP,...". Without it, a single-node cluster.
+    #[arg(long)]
+    pub members: Option<String>,
+    /// Number of shards (pinned threads). Default: the CPUs this process may run on.
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// TOML file with the same keys as the flags (snake_case: data_dir, http_addr, ...).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// The config file: the same keys as the flags. Unknown keys are an error so that a typo
+/// does not silently fall back to a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub id: Option<u64>,
+    pub data_dir: Option<PathBuf>,
+    pub http_addr: Option<String>,
+    pub peer_addr: Option<String>,
+    pub members: Option<String>,
+    pub shards: Option<usize>,
+}
+
+/// One member of the cluster as named by `--members`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    /// Peer address of the member's shard 0 (shard i is at port + i).
+    pub peer_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+}
+
+/// The validated configuration a server runs with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub id: u64,
+    pub data_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    pub members: Vec<Member>,
+    pub shards: usize,
+}
+
+/// A configuration problem, naming the key that is wrong.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid {}: {}", self.key, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key,
+        problem: problem.into(),
+    }
+}
+
+fn parse_addr(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.trim().parse().map_err(|_| {
+        err(
+            key,
+            format!("{s:?} is not an IP:port address (e.g. 127.0.0.1:17010)"),
+        )
+    })
+}
+
+/// Parses `"1=PEER/HTTP,2=PEER/HTTP"`.
+pub fn parse_members(s: &str) -> Result<Vec<Member>, ConfigError> {
+    let mut members: Vec<Member> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addrs) = part
+            .split_once('=')
+            .ok_or_else(|| err("members", format!("{part:?} is not ID=PEER_ADDR/HTTP_ADDR")))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| err("members", format!("{id:?} in {part:?} is not a node id")))?;
+        if id == 0 {
+            return Err(err("members", "node id 0 is reserved (ids start at 1)"));
+        }
+        let (peer, http) = addrs
+            .split_once('/')
+            .ok_or_else(|| err("members", format!("{part:?} is not ID=PEER_ADDR/HTTP_ADDR")))?;
+        let member = Member {
+            id,
+            peer_addr: parse_addr("members", peer)?,
+            http_addr: parse_addr("members", http)?,
+        };
+        if members.iter().any(|m| m.id == id) {
+            return Err(err("members", format!("node id {id} appears twice")));
+        }
+        members.push(member);
+    }
+    if members.is_empty() {
+        return Err(err("members", "no members given"));
+    }
+    Ok(members)
+}
+
+/// The CPUs this process may run on, in ascending order.
+pub fn allowed_cpus() -> Vec<usize> {
+    match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..nix::sched::CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect(),
+        Err(_) => (0..std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1))
+            .collect(),
+    }
+}
+
+impl ServerConfig {
+    /// Merges flags over the config file over defaults and validates the result.
+    pub fn resolve(args: ServerArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let id = args.id.or(file.id).unwrap_or(1);
+        if id == 0 {
+            return Err(err("id", "node id 0 is reserved (ids start at 1)"));
+        }
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./mast-data"));
+        if data_dir.as_os_str().is_empty() {
+            return Err(err("data_dir", "must not be empty"));
+        }
+        let http_addr = parse_addr(
+            "http_addr",
+            args.http_addr
+                .or(file.http_addr)
+                .as_deref()
+                .unwrap_or("127.0.0.1:17010"),
+        )?;
+        let peer_addr = parse_addr(
+            "peer_addr",
+            args.peer_addr
+                .or(file.peer_addr)
+                .as_deref()
+                .unwrap_or("127.0.0.1:17110"),
+        )?;
+        let shards = match args.shards.or(file.shards) {
+            Some(n) => n,
+            None => allowed_cpus().len().max(1),
+        };
+        if shards == 0 || shards > SHARDS_MAX {
+            return Err(err(
+                "shards",
+                format!("{shards} is outside 1..={SHARDS_MAX}"),
+            ));
+        }
+        if peer_addr.port() as usize + shards - 1 > u16::MAX as usize {
+            return Err(err(
+                "peer_addr",
+                format!(
+                    "port {} + {shards} shards runs past port 65535",
+                    peer_addr.port()
+                ),
+            ));
+        }
+        let members = match args.members.or(file.members) {
+            Some(s) => {
+                let members = parse_members(&s)?;
+                let me = members.iter().find(|m| m.id == id).ok_or_else(|| {
+                    err(
+                        "members",
+                        format!("this node's id {id} is not among the members"),
+                    )
+                })?;
+                if me.peer_addr != peer_addr || me.http_addr != http_addr {
+                    return Err(err(
+                        "members",
+                        format!(
+                            "member {id} is {}/{} but this node listens on {peer_addr}/{http_addr}",
+                            me.peer_addr, me.http_addr
+                        ),
+                    ));
+                }
+                members
+            }
+            None => vec![Member {
+                id,
+                peer_addr,
+                http_addr,
+            }],
+        };
+        Ok(ServerConfig {
+            id,
+            data_dir,
+            http_addr,
+            peer_addr,
+            members,
+            shards,
+        })
+    }
+
+    /// Peer address of shard `shard` of this node.
+    pub fn shard_peer_addr(&self, shard: usize) -> SocketAddr {
+        let mut a = self.peer_addr;
+        // resolve() checked that port + shards - 1 fits in a u16.
+        a.set_port(self.peer_addr.port() + shard as u16);
+        a
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err("config", format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| err("config", format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ServerArgs {
+        ServerArgs {
+            shards: Some(2),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_make_a_single_node_cluster() {
+        let c = ServerConfig::resolve(args()).unwrap();
+        assert_eq!(c.id, 1);
+        assert_eq!(c.http_addr, "127.0.0.1:17010".parse().unwrap());
+        assert_eq!(c.members.len(), 1);
+        assert_eq!(c.members[0].peer_addr, c.peer_addr);
+        assert_eq!(c.shard_peer_addr(1).port(), 17111);
+    }
+
+    #[test]
+    fn members_parse_and_must_include_self() {
+        let m = parse_members("1=127.0.0.1:1/127.0.0.1:2, 2=127.0.0.1:3/127.0.0.1:4").unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[1].http_addr.port(), 4);
+        let e = ServerConfig::resolve(ServerArgs {
+            id: Some(3),
+            members: Some("1=127.0.0.1:1/127.0.0.1:2".into()),
+            ..args()
+        })
+        .unwrap_err();
+        assert_eq!(e.key, "members");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (a, key) in [
+            (
+                ServerArgs {
+                    id: Some(0),
+                    ..args()
+                },
+                "id",
+            ),
+            (
+                ServerArgs {
+                    shards: Some(0),
+                    ..Default::default()
+                },
+                "shards",
+            ),
+            (
+                ServerArgs {
+                    http_addr: Some("nope".into()),
+                    ..args()
+                },
+                "http_addr",
+            ),
+            (
+                ServerArgs {
+                    peer_addr: Some("127.0.0.1:65535".into()),
+                    ..args()
+                },
+                "peer_addr",
+            ),
+            (
+                ServerArgs {
+                    members: Some("1=a/b".into()),
+                    ..args()
+                },
+                "members",
+            ),
+            (
+                ServerArgs {
+                    members: Some("1=127.0.0.1:1/127.0.0.1:2,1=127.0.0.1:1/127.0.0.1:2".into()),
+                    ..args()
+                },
+                "members",
+            ),
+            (
+                ServerArgs {
+                    config: Some("/nonexistent/mast.toml".into()),
+                    ..args()
+                },
+                "config",
+            ),
+        ] {
+            assert_eq!(ServerConfig::resolve(a).unwrap_err().key, key);
+        }
+    }
+
+    #[test]
+    fn flags_win_over_file_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mast.toml");
+        std::fs::write(
+            &path,
+            "id = 7\nshards = 3\nhttp_addr = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        let c = ServerConfig::resolve(ServerArgs {
+            config: Some(path.clone()),
+            shards: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!((c.id, c.shards, c.http_addr.port()), (7, 1, 9000));
+        std::fs::write(&path, "shard = 3\n").unwrap();
+        let e = ServerConfig::resolve(ServerArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.key, "config");
+        assert!(e.problem.contains("shard"), "{e}");
+    }
+}

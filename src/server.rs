@@ -1,0 +1,293 @@
+//! `mast server`: starts the shards, serves until SIGINT/SIGTERM, drains, exits.
+//!
+//! Start-up order: validate config → lock the data directory → check the HTTP port is free →
+//! start one pinned thread per shard (each binds its own SO_REUSEPORT listener and reports
+//! back) → wait for a signal or a shard failure. Shutdown: fire the shared [`ShutdownSignal`]
+//! (every shard stops accepting and drains its connections within the grace period), then
+//! stop the cross-shard job loops once every shard has drained, then join the threads.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use mast_http::{HttpMetrics, Limits, ShutdownSignal};
+use tracing::{error, info, warn};
+
+use crate::admin;
+use crate::config::{allowed_cpus, Member, ServerConfig};
+use crate::runtime::{pin_current_thread, run_on_runtime, Driver, Mesh};
+
+/// Inbound cross-shard jobs a shard queues before callers wait (backpressure).
+const XSHARD_QUEUE_LEN: usize = 4096;
+/// How long shutdown waits for shard threads after the HTTP grace period before giving up on
+/// a clean join.
+const SHUTDOWN_JOIN_WAIT_MS: u64 = 5_000;
+
+/// Facts about this node every shard can read (immutable after start).
+#[derive(Debug)]
+pub struct NodeInfo {
+    pub id: u64,
+    pub http_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    pub data_dir: std::path::PathBuf,
+    pub members: Vec<Member>,
+    pub started: Instant,
+}
+
+/// One shard's context: everything its tasks share. Lives on the shard's thread only.
+pub struct Shard {
+    pub id: usize,
+    pub cpu: usize,
+    pub pinned: bool,
+    pub driver: Driver,
+    pub node: Arc<NodeInfo>,
+    pub mesh: Arc<Mesh<Shard>>,
+    pub http_metrics: Rc<HttpMetrics>,
+}
+
+enum Event {
+    ShardListening(usize),
+    ShardFailed(usize, String),
+    HttpDrained(usize),
+    Signal(i32),
+}
+
+/// A startup or runtime failure, printed as the process's last word.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("data directory {path}: {reason}")]
+    DataDir { path: String, reason: String },
+    #[error("http address {addr} is not available: {reason}")]
+    HttpAddr { addr: SocketAddr, reason: String },
+    #[error("shard {shard} failed: {reason}")]
+    Shard { shard: usize, reason: String },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Runs a server until it is told to stop. Returns Ok after a clean drain.
+pub fn run(config: ServerConfig) -> Result<(), ServerError> {
+    let _lock = lock_data_dir(&config.data_dir)?;
+    check_port_free(config.http_addr)?;
+
+    let node = Arc::new(NodeInfo {
+        id: config.id,
+        http_addr: config.http_addr,
+        peer_addr: config.peer_addr,
+        data_dir: config.data_dir.clone(),
+        members: config.members.clone(),
+        started: Instant::now(),
+    });
+    let mesh = Mesh::<Shard>::new(config.shards, XSHARD_QUEUE_LEN);
+    let shutdown = ShutdownSignal::new();
+    let (events_tx, events) = mpsc::channel::<Event>();
+    let cpus = allowed_cpus();
+    info!(node = config.id, shards = config.shards, http = %config.http_addr, data_dir = %config.data_dir.display(), "starting mast");
+
+    let mut threads = Vec::with_capacity(config.shards);
+    for shard in 0..config.shards {
+        // More shards than CPUs share CPUs round-robin rather than failing.
+        let cpu = cpus
+            .get(shard % cpus.len().max(1))
+            .copied()
+            .unwrap_or(shard);
+        let (node, mesh, shutdown, events_tx) = (
+            node.clone(),
+            mesh.clone(),
+            shutdown.clone(),
+            events_tx.clone(),
+        );
+        let handle = std::thread::Builder::new()
+            .name(format!("mast-shard-{shard}"))
+            .spawn(move || shard_thread(shard, cpu, node, mesh, shutdown, events_tx))
+            .map_err(|e| ServerError::Shard {
+                shard,
+                reason: format!("cannot spawn thread: {e}"),
+            })?;
+        threads.push(handle);
+    }
+    spawn_signal_thread(events_tx.clone())?;
+    drop(events_tx);
+
+    let mut listening = 0;
+    let mut drained = 0;
+    let mut failure: Option<ServerError> = None;
+    let mut stopping = false;
+    while drained < config.shards {
+        let Ok(event) = events.recv() else { break };
+        match event {
+            Event::ShardListening(shard) => {
+                tracing::debug!(shard, "shard listening");
+                listening += 1;
+                if listening == config.shards {
+                    info!(addr = %config.http_addr, "mast is serving");
+                }
+            }
+            Event::ShardFailed(shard, reason) => {
+                error!(shard, %reason, "shard failed; stopping");
+                failure.get_or_insert(ServerError::Shard { shard, reason });
+                stopping = true;
+                shutdown.trigger();
+            }
+            Event::HttpDrained(shard) => {
+                tracing::debug!(shard, "shard drained");
+                drained += 1;
+            }
+            Event::Signal(sig) => {
+                if stopping {
+                    warn!(
+                        signal = sig,
+                        "second signal; exiting without waiting for the drain"
+                    );
+                    std::process::exit(if failure.is_some() { 1 } else { 0 });
+                }
+                info!(
+                    signal = sig,
+                    "stopping: no new connections, draining in-flight requests"
+                );
+                stopping = true;
+                shutdown.trigger();
+            }
+        }
+    }
+    mesh.stop_all_blocking();
+    let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_JOIN_WAIT_MS);
+    for t in threads {
+        while !t.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        } else {
+            warn!("a shard thread did not stop in time; exiting anyway");
+            break;
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            info!("mast stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+fn shard_thread(
+    shard: usize,
+    cpu: usize,
+    node: Arc<NodeInfo>,
+    mesh: Arc<Mesh<Shard>>,
+    shutdown: ShutdownSignal,
+    events: mpsc::Sender<Event>,
+) {
+    let pinned = pin_current_thread(cpu);
+    let failed = events.clone();
+    let result = run_on_runtime(move |driver| async move {
+        let listener = match bind_reuseport(node.http_addr) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = events.send(Event::ShardFailed(
+                    shard,
+                    format!("bind {}: {e}", node.http_addr),
+                ));
+                return;
+            }
+        };
+        let ctx = Rc::new(Shard {
+            id: shard,
+            cpu,
+            pinned,
+            driver,
+            node,
+            mesh: mesh.clone(),
+            http_metrics: Rc::new(HttpMetrics::new()),
+        });
+        let jobs = {
+            let (mesh, ctx) = (mesh.clone(), ctx.clone());
+            monoio::spawn(async move { mesh.serve_jobs(shard, ctx).await })
+        };
+        let _ = events.send(Event::ShardListening(shard));
+        let router = Rc::new(admin::router(ctx.clone()));
+        mast_http::serve(
+            listener,
+            router,
+            Limits::default(),
+            ctx.http_metrics.clone(),
+            shutdown,
+        )
+        .await;
+        let _ = events.send(Event::HttpDrained(shard));
+        // Other shards may still be draining and calling into this one; keep serving their
+        // jobs until the main thread stops every job loop.
+        jobs.await;
+    });
+    if let Err(e) = result {
+        let _ = failed.send(Event::ShardFailed(
+            shard,
+            format!("cannot build runtime: {e}"),
+        ));
+        let _ = failed.send(Event::HttpDrained(shard));
+    }
+}
+
+fn bind_reuseport(addr: SocketAddr) -> std::io::Result<monoio::net::TcpListener> {
+    let opts = monoio::net::ListenerOpts::new()
+        .reuse_port(true)
+        .reuse_addr(true)
+        .backlog(4096);
+    monoio::net::TcpListener::bind_with_config(addr, &opts)
+}
+
+/// SO_REUSEPORT would let two servers share a port silently; a plain bind first proves the
+/// port is ours.
+fn check_port_free(addr: SocketAddr) -> Result<(), ServerError> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|e| ServerError::HttpAddr {
+            addr,
+            reason: e.to_string(),
+        })
+}
+
+/// Two servers on one data directory would corrupt each other's logs: hold an exclusive
+/// flock on `DATA/LOCK` for the life of the process.
+fn lock_data_dir(dir: &Path) -> Result<nix::fcntl::Flock<File>, ServerError> {
+    let fail = |reason: String| ServerError::DataDir {
+        path: dir.display().to_string(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create: {e}")))?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))
+        .map_err(|e| fail(format!("cannot open LOCK: {e}")))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            Err(fail("in use by another mast process".into()))
+        }
+        Err((_, e)) => Err(fail(format!("cannot lock: {e}"))),
+    }
+}
+
+fn spawn_signal_thread(events: mpsc::Sender<Event>) -> Result<(), ServerError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(ServerError::Signals)?;
+    std::thread::Builder::new()
+        .name("mast-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if events.send(Event::Signal(sig)).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(ServerError::Signals)?;
+    Ok(())
+}
