@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use mast_http::{HttpMetricsSnapshot, Method, Request, Response, Router};
 use serde::Serialize;
 
+use crate::group::GroupStatus;
 use crate::server::Shard;
 
 /// What one shard reports about itself; `Send` so it can cross shards.
@@ -24,8 +25,20 @@ pub struct ShardFacts {
     pub xshard_queue_depth: usize,
     pub xshard_submitted_total: u64,
     pub xshard_rejected_full_total: u64,
+    pub raft: GroupStatus,
+    pub peers: Vec<PeerView>,
     #[serde(skip)]
     pub http: HttpMetricsSnapshot,
+}
+
+/// The peer transport's view of one other member, per shard.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerView {
+    pub id: u64,
+    pub connected: bool,
+    pub frames_sent: u64,
+    pub frames_received: u64,
+    pub frames_dropped: u64,
 }
 
 fn facts(shard: &Shard) -> ShardFacts {
@@ -41,6 +54,20 @@ fn facts(shard: &Shard) -> ShardFacts {
         xshard_queue_depth: shard.mesh.queue_depth(shard.id),
         xshard_submitted_total: stats.map_or(0, |s| s.submitted.load(Ordering::Relaxed)),
         xshard_rejected_full_total: stats.map_or(0, |s| s.rejected_full.load(Ordering::Relaxed)),
+        raft: shard.group.status(),
+        peers: shard
+            .group
+            .transport_stats()
+            .peers
+            .iter()
+            .map(|p| PeerView {
+                id: p.node_id,
+                connected: p.connected,
+                frames_sent: p.frames_sent,
+                frames_received: p.frames_received,
+                frames_dropped: p.frames_dropped,
+            })
+            .collect(),
         http,
     }
 }
@@ -159,8 +186,66 @@ async fn metrics(me: Rc<Shard>) -> Response {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", f.shard, get(f));
         }
     }
+    render_raft(&shards, &mut out);
     http.render_prometheus(&mut out);
     Response::bytes(200, "text/plain; version=0.0.4; charset=utf-8", out.into())
+}
+
+fn render_raft(shards: &[ShardFacts], out: &mut String) {
+    type Get = fn(&GroupStatus) -> u64;
+    let gauges: [(&str, &str, Get); 7] = [
+        (
+            "mast_raft_leader",
+            "Node id of the shard's leader as this node sees it (0: none).",
+            |r| r.leader,
+        ),
+        (
+            "mast_raft_is_leader",
+            "1 when this node leads the shard.",
+            |r| u64::from(r.role == "leader"),
+        ),
+        ("mast_raft_term", "Current raft term.", |r| r.term),
+        (
+            "mast_raft_commit_index",
+            "Highest index known committed.",
+            |r| r.commit,
+        ),
+        (
+            "mast_raft_applied_index",
+            "Highest index applied to the state machine.",
+            |r| r.applied,
+        ),
+        ("mast_raft_last_index", "Last index in the log.", |r| {
+            r.last_index
+        }),
+        (
+            "mast_raft_snapshot_index",
+            "Index of the latest snapshot.",
+            |r| r.snapshot_index,
+        ),
+    ];
+    for (name, help, get) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for f in shards {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", f.shard, get(&f.raft));
+        }
+    }
+    let name = "mast_raft_follower_lag_entries";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Leader only: entries each follower is behind the leader's last index."
+    );
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for f in shards {
+        for p in &f.raft.progress {
+            let _ = writeln!(
+                out,
+                "{name}{{shard=\"{}\",follower=\"{}\"}} {}",
+                f.shard, p.id, p.lag_entries
+            );
+        }
+    }
 }
 
 /// The node-level routes. API modules add theirs to the same router.

@@ -53,6 +53,18 @@ pub struct ServerArgs {
     /// Number of shards (pinned threads). Default: the CPUs this process may run on.
     #[arg(long)]
     pub shards: Option<usize>,
+    /// Join an existing cluster through this member's HTTP address (instead of --members).
+    #[arg(long)]
+    pub join: Option<String>,
+    /// Answer 307 with the leader's address instead of serving through the leader.
+    #[arg(long)]
+    pub redirect: bool,
+    /// Serve reads from local state without a ReadIndex round (may be stale).
+    #[arg(long)]
+    pub follower_read: bool,
+    /// Applied entries between state machine snapshots (and log compactions). Default 50000.
+    #[arg(long)]
+    pub snapshot_every_entries: Option<u64>,
     /// TOML file with the same keys as the flags (snake_case: data_dir, http_addr, ...).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -69,6 +81,10 @@ pub struct FileConfig {
     pub peer_addr: Option<String>,
     pub members: Option<String>,
     pub shards: Option<usize>,
+    pub join: Option<String>,
+    pub redirect: Option<bool>,
+    pub follower_read: Option<bool>,
+    pub snapshot_every_entries: Option<u64>,
 }
 
 /// One member of the cluster as named by `--members`.
@@ -89,6 +105,11 @@ pub struct ServerConfig {
     pub peer_addr: SocketAddr,
     pub members: Vec<Member>,
     pub shards: usize,
+    /// HTTP address of a member to join through; `members` is then this node alone.
+    pub join: Option<SocketAddr>,
+    pub redirect: bool,
+    pub follower_read: bool,
+    pub snapshot_every_entries: u64,
 }
 
 /// A configuration problem, naming the key that is wrong.
@@ -219,7 +240,27 @@ impl ServerConfig {
                 ),
             ));
         }
-        let members = match args.members.or(file.members) {
+        let join = match args.join.or(file.join) {
+            Some(j) => Some(parse_addr("join", &j)?),
+            None => None,
+        };
+        let snapshot_every_entries = args
+            .snapshot_every_entries
+            .or(file.snapshot_every_entries)
+            .unwrap_or(50_000);
+        if snapshot_every_entries == 0 {
+            return Err(err("snapshot_every_entries", "must be at least 1"));
+        }
+        let redirect = args.redirect || file.redirect.unwrap_or(false);
+        let follower_read = args.follower_read || file.follower_read.unwrap_or(false);
+        let members_arg = args.members.or(file.members);
+        if join.is_some() && members_arg.is_some() {
+            return Err(err(
+                "join",
+                "--join and --members are exclusive: a joining node learns the members",
+            ));
+        }
+        let members = match members_arg {
             Some(s) => {
                 let members = parse_members(&s)?;
                 let me = members.iter().find(|m| m.id == id).ok_or_else(|| {
@@ -252,6 +293,10 @@ impl ServerConfig {
             peer_addr,
             members,
             shards,
+            join,
+            redirect,
+            follower_read,
+            snapshot_every_entries,
         })
     }
 
@@ -285,7 +330,10 @@ mod tests {
     fn defaults_make_a_single_node_cluster() {
         let c = ServerConfig::resolve(args()).unwrap();
         assert_eq!(c.id, 1);
-        assert_eq!(c.http_addr, "127.0.0.1:17010".parse().unwrap());
+        assert_eq!(
+            c.http_addr,
+            "127.0.0.1:17010".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(c.members.len(), 1);
         assert_eq!(c.members[0].peer_addr, c.peer_addr);
         assert_eq!(c.shard_peer_addr(1).port(), 17111);

@@ -17,7 +17,9 @@ use mast_http::{HttpMetrics, Limits, ShutdownSignal};
 use tracing::{error, info, warn};
 
 use crate::admin;
+use crate::cluster::{self, ClusterIdentity};
 use crate::config::{allowed_cpus, Member, ServerConfig};
+use crate::group::{Group, GroupOptions, MemberAddrs};
 use crate::runtime::{pin_current_thread, run_on_runtime, Driver, Mesh};
 
 /// Inbound cross-shard jobs a shard queues before callers wait (backpressure).
@@ -35,6 +37,11 @@ pub struct NodeInfo {
     pub data_dir: std::path::PathBuf,
     pub members: Vec<Member>,
     pub started: Instant,
+    pub cluster: ClusterIdentity,
+    pub redirect: bool,
+    pub follower_read: bool,
+    pub shard_peer_addrs: Vec<SocketAddr>,
+    pub group_options: GroupOptions,
 }
 
 /// One shard's context: everything its tasks share. Lives on the shard's thread only.
@@ -46,6 +53,8 @@ pub struct Shard {
     pub node: Arc<NodeInfo>,
     pub mesh: Arc<Mesh<Shard>>,
     pub http_metrics: Rc<HttpMetrics>,
+    /// This shard's raft replica and its KV partition.
+    pub group: Rc<Group>,
 }
 
 enum Event {
@@ -66,13 +75,26 @@ pub enum ServerError {
     Shard { shard: usize, reason: String },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cluster identity: {0}")]
+    Cluster(String),
 }
 
 /// Runs a server until it is told to stop. Returns Ok after a clean drain.
 pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     let _lock = lock_data_dir(&config.data_dir)?;
     check_port_free(config.http_addr)?;
+    let identity =
+        cluster::load_or_create(&config.data_dir, &config).map_err(ServerError::Cluster)?;
+    info!(
+        cluster_id = identity.cluster_id,
+        bootstrap = identity.bootstrap,
+        "cluster identity"
+    );
 
+    let group_options = GroupOptions {
+        snapshot_every_entries: config.snapshot_every_entries,
+        ..GroupOptions::default()
+    };
     let node = Arc::new(NodeInfo {
         id: config.id,
         http_addr: config.http_addr,
@@ -80,6 +102,13 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         data_dir: config.data_dir.clone(),
         members: config.members.clone(),
         started: Instant::now(),
+        cluster: identity,
+        redirect: config.redirect,
+        follower_read: config.follower_read,
+        shard_peer_addrs: (0..config.shards)
+            .map(|s| config.shard_peer_addr(s))
+            .collect(),
+        group_options,
     });
     let mesh = Mesh::<Shard>::new(config.shards, XSHARD_QUEUE_LEN);
     let shutdown = ShutdownSignal::new();
@@ -196,6 +225,15 @@ fn shard_thread(
                 return;
             }
         };
+        let group = match open_group(shard, &node).await {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = events.send(Event::ShardFailed(shard, e));
+                let _ = events.send(Event::HttpDrained(shard));
+                return;
+            }
+        };
+        group.start();
         let ctx = Rc::new(Shard {
             id: shard,
             cpu,
@@ -204,13 +242,16 @@ fn shard_thread(
             node,
             mesh: mesh.clone(),
             http_metrics: Rc::new(HttpMetrics::new()),
+            group,
         });
         let jobs = {
             let (mesh, ctx) = (mesh.clone(), ctx.clone());
             monoio::spawn(async move { mesh.serve_jobs(shard, ctx).await })
         };
         let _ = events.send(Event::ShardListening(shard));
-        let router = Rc::new(admin::router(ctx.clone()));
+        let router = admin::router(ctx.clone());
+        let router = crate::kv_api::routes(router, ctx.clone());
+        let router = Rc::new(crate::cluster_api::routes(router, ctx.clone()));
         mast_http::serve(
             listener,
             router,
@@ -220,6 +261,7 @@ fn shard_thread(
         )
         .await;
         let _ = events.send(Event::HttpDrained(shard));
+        ctx.group.close();
         // Other shards may still be draining and calling into this one; keep serving their
         // jobs until the main thread stops every job loop.
         jobs.await;
@@ -231,6 +273,35 @@ fn shard_thread(
         ));
         let _ = failed.send(Event::HttpDrained(shard));
     }
+}
+
+async fn open_group(shard: usize, node: &NodeInfo) -> Result<Rc<Group>, String> {
+    let peers: std::collections::BTreeMap<u64, MemberAddrs> = node
+        .cluster
+        .members
+        .iter()
+        .map(|m| {
+            (
+                m.id,
+                MemberAddrs {
+                    peer_addr: m.peer_addr.clone(),
+                    http_addr: m.http_addr.clone(),
+                },
+            )
+        })
+        .collect();
+    let dir = node.data_dir.join(format!("shard-{shard}"));
+    Group::open(
+        shard,
+        node.id,
+        node.cluster.cluster_id,
+        &dir,
+        node.shard_peer_addrs[shard],
+        &peers,
+        node.cluster.bootstrap,
+        node.group_options.clone(),
+    )
+    .await
 }
 
 fn bind_reuseport(addr: SocketAddr) -> std::io::Result<monoio::net::TcpListener> {

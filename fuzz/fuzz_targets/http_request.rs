@@ -1,3 +1,44 @@
+//! Fuzzes the HTTP/1.1 request decoder: arbitrary bytes, fed in pieces whose sizes come from
+//! the input itself, must never panic, never loop, and never hand out a request that breaks
+//! the limits.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-fuzz_target!(|_data: &[u8]| {});
+use mast_http::bytes::BytesMut;
+use mast_http::{Decoded, Limits, RequestDecoder};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&split, rest)) = data.split_first() else {
+        return;
+    };
+    let limits = Limits {
+        header_bytes_max: 1024,
+        header_count_max: 16,
+        uri_bytes_max: 256,
+        body_bytes_max: 4096,
+        ..Limits::default()
+    };
+    let piece = usize::from(split).max(1);
+    let mut decoder = RequestDecoder::new(&limits);
+    let mut buf = BytesMut::new();
+    for chunk in rest.chunks(piece) {
+        buf.extend_from_slice(chunk);
+        // Each request consumes bytes, so this is bounded by the input length.
+        for _ in 0..=rest.len() {
+            match decoder.decode(&mut buf) {
+                Decoded::Request(req) => {
+                    assert!(req.body().len() <= limits.body_bytes_max);
+                    let _ = (req.path(), req.query(), req.query_pairs());
+                    for (name, _) in req.headers() {
+                        assert!(req.header(name).is_some());
+                    }
+                }
+                Decoded::ExpectContinue => {}
+                Decoded::NeedMore => break,
+                Decoded::Error(e) => {
+                    assert!(e.close && (400..600).contains(&e.status));
+                    return;
+                }
+            }
+        }
+    }
+});

@@ -1,0 +1,1521 @@
+//! The per-shard peer transport on monoio (single-threaded, `!Send`).
+//!
+//! Outbound: one writer task per peer. It dials lazily (when something is queued),
+//! handshakes, then writes everything queued since its last write in one `write_all`
+//! (many frames per syscall). A failed dial or handshake backs off exponentially with
+//! jitter. [`PeerTransport::send`] never awaits: it appends the encoded frame to the peer's
+//! bounded queue, or drops it (and counts the drop) when the queue is full; raft retries.
+//! A small watcher task reads the outbound connection, on which the acceptor never sends
+//! after its ack, so a peer that goes away is noticed before the next write fails.
+//!
+//! Inbound: an accept loop; per connection a task that runs the acceptor side of the
+//! handshake, then decodes frames and pushes `(from_node, Frame)` into one bounded inbound
+//! queue consumed by [`PeerTransport::recv`]. When that queue is full the reader waits, so
+//! the kernel's socket buffers fill and TCP pushes back on the sender; nothing grows
+//! without bound. A malformed frame is logged and counted and its connection closed.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use monoio::buf::IoBufMut;
+use monoio::io::{
+    CancelHandle, CancelableAsyncReadRent, CancelableAsyncWriteRentExt, Canceller, Splitable,
+};
+use monoio::net::tcp::TcpOwnedReadHalf;
+use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use monoio::time::Instant;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tracing::{debug, info, warn};
+
+use crate::frame::{encode_frame, frame_bytes, Frame, FrameDecoder, FrameError, FrameKind};
+use crate::message::{
+    encode_message, Handshake, HandshakeAck, HandshakeReject, MessageError, PayloadWriter,
+    RejectReason, PROTOCOL_VERSION,
+};
+
+/// Largest handshake frame accepted, so an unauthenticated connection cannot make us
+/// buffer a big frame before it has identified itself.
+const HANDSHAKE_FRAME_BYTES_MAX: usize = 4096;
+
+/// Pause after a failed accept (EMFILE and friends), doubled per consecutive failure up
+/// to `ACCEPT_BACKOFF_MAX_MS`, so the accept loop does not spin.
+const ACCEPT_BACKOFF_MIN_MS: u64 = 10;
+const ACCEPT_BACKOFF_MAX_MS: u64 = 1000;
+
+/// Settings of one shard's transport. Limits carry their unit in their name.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Cluster this node belongs to; handshakes from other clusters are refused.
+    pub cluster_id: u64,
+    /// This node's id.
+    pub node_id: u64,
+    /// This shard's index; it only talks to the same shard on other nodes.
+    pub shard: u32,
+    /// Address of this shard's peer listener (`peer_port + shard`).
+    pub listen_addr: SocketAddr,
+    /// Largest frame (16-byte header + payload) sent or accepted.
+    pub frame_bytes_max: usize,
+    /// Frames queued for one peer before further sends to it are dropped.
+    pub send_queue_frames_max: usize,
+    /// Bytes queued for one peer before further sends to it are dropped.
+    pub send_queue_bytes_max: usize,
+    /// Frames received but not yet taken by [`PeerTransport::recv`]; beyond this, readers
+    /// stop reading (TCP backpressure).
+    pub recv_queue_frames_max: usize,
+    /// Payload bytes received but not yet taken; same backpressure as
+    /// `recv_queue_frames_max` (a single frame larger than this still passes alone).
+    pub recv_queue_bytes_max: usize,
+    /// Inbound connections kept at once; further ones are closed on accept.
+    pub inbound_connections_max: usize,
+    /// Size of each read on an inbound connection (more when a larger frame is pending).
+    pub read_chunk_bytes: usize,
+    /// Limit on establishing a TCP connection to a peer.
+    pub connect_timeout_ms: u64,
+    /// Limit on the handshake exchange, on either side.
+    pub handshake_timeout_ms: u64,
+    /// A batch write to a peer that makes no complete progress for this long (peer not
+    /// reading, or gone without a reset) abandons the connection and redials, instead of
+    /// waiting out the kernel's retransmission timeout (many minutes).
+    pub write_stall_timeout_ms: u64,
+    /// First reconnect delay after a failed dial or handshake.
+    pub backoff_min_ms: u64,
+    /// Largest reconnect delay.
+    pub backoff_max_ms: u64,
+    /// Accept handshakes from node ids not registered with [`PeerTransport::set_peer`]
+    /// (storage-node agents, members not yet known here). When false only registered
+    /// peers are accepted. A node claiming this node's own id is always refused.
+    pub accept_unknown_nodes: bool,
+}
+
+impl TransportConfig {
+    /// A configuration with the default limits.
+    pub fn new(cluster_id: u64, node_id: u64, shard: u32, listen_addr: SocketAddr) -> Self {
+        TransportConfig {
+            cluster_id,
+            node_id,
+            shard,
+            listen_addr,
+            frame_bytes_max: crate::frame::FRAME_BYTES_MAX_DEFAULT,
+            send_queue_frames_max: 4096,
+            send_queue_bytes_max: 32 * 1024 * 1024,
+            recv_queue_frames_max: 4096,
+            recv_queue_bytes_max: 64 * 1024 * 1024,
+            inbound_connections_max: 256,
+            read_chunk_bytes: 64 * 1024,
+            connect_timeout_ms: 1000,
+            handshake_timeout_ms: 1000,
+            write_stall_timeout_ms: 10_000,
+            backoff_min_ms: 20,
+            backoff_max_ms: 2000,
+            accept_unknown_nodes: false,
+        }
+    }
+
+    /// Checks the limits are usable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("frame_bytes_max", self.frame_bytes_max as u64),
+            ("send_queue_frames_max", self.send_queue_frames_max as u64),
+            ("send_queue_bytes_max", self.send_queue_bytes_max as u64),
+            ("recv_queue_frames_max", self.recv_queue_frames_max as u64),
+            ("recv_queue_bytes_max", self.recv_queue_bytes_max as u64),
+            (
+                "inbound_connections_max",
+                self.inbound_connections_max as u64,
+            ),
+            ("read_chunk_bytes", self.read_chunk_bytes as u64),
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("write_stall_timeout_ms", self.write_stall_timeout_ms),
+            ("backoff_min_ms", self.backoff_min_ms),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError(format!("{name} must be positive")));
+            }
+        }
+        if self.frame_bytes_max < HANDSHAKE_FRAME_BYTES_MAX {
+            return Err(ConfigError(format!(
+                "frame_bytes_max {} is below the handshake frame limit {HANDSHAKE_FRAME_BYTES_MAX}",
+                self.frame_bytes_max
+            )));
+        }
+        if self.frame_bytes_max > frame_bytes(u32::MAX as usize) {
+            return Err(ConfigError(
+                "frame_bytes_max exceeds what the 32-bit length field can describe".into(),
+            ));
+        }
+        if self.send_queue_bytes_max < self.frame_bytes_max {
+            return Err(ConfigError(format!(
+                "send_queue_bytes_max {} is below frame_bytes_max {}: the largest frame could never be queued",
+                self.send_queue_bytes_max, self.frame_bytes_max
+            )));
+        }
+        if self.backoff_max_ms < self.backoff_min_ms {
+            return Err(ConfigError(format!(
+                "backoff_max_ms {} is below backoff_min_ms {}",
+                self.backoff_max_ms, self.backoff_min_ms
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// An unusable [`TransportConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid transport config: {0}")]
+pub struct ConfigError(pub String);
+
+/// Failures of transport management calls.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The configuration was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The peer listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address tried.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// [`PeerTransport::set_peer`] was given this node's own id.
+    #[error("node {0} is this node; it cannot be its own peer")]
+    SelfPeer(u64),
+    /// The transport has been closed.
+    #[error("transport closed")]
+    Closed,
+}
+
+/// Why [`PeerTransport::send`] did not queue a frame. None of these block or retry.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No peer with this id was registered with [`PeerTransport::set_peer`].
+    #[error("unknown peer {node_id}")]
+    UnknownPeer {
+        /// The destination asked for.
+        node_id: u64,
+    },
+    /// The peer's send queue is full (slow or unreachable peer); the frame was dropped and
+    /// counted in [`PeerStats::frames_dropped`].
+    #[error("send queue to peer {node_id} is full; frame dropped")]
+    QueueFull {
+        /// The destination.
+        node_id: u64,
+    },
+    /// The frame exceeds [`TransportConfig::frame_bytes_max`].
+    #[error("frame of {frame_bytes} bytes exceeds the limit of {frame_bytes_max} bytes")]
+    TooLarge {
+        /// Size of the refused frame, header included.
+        frame_bytes: usize,
+        /// The limit.
+        frame_bytes_max: usize,
+    },
+    /// Handshake kinds are sent by the transport only.
+    #[error("frame kind {0:?} is reserved for the transport")]
+    ReservedKind(FrameKind),
+    /// The message could not be serialized.
+    #[error(transparent)]
+    Encode(#[from] MessageError),
+    /// The transport has been closed.
+    #[error("transport closed")]
+    Closed,
+}
+
+/// Counters of one peer, from [`PeerTransport::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// The peer's node id.
+    pub node_id: u64,
+    /// Where it is dialed; `None` for a node that only dialed in (not registered here).
+    pub addr: Option<SocketAddr>,
+    /// An outbound connection is established and handshaken.
+    pub connected: bool,
+    /// The peer currently has a handshaken inbound connection to us.
+    pub inbound_connected: bool,
+    /// Frames waiting in the send queue.
+    pub queued_frames: usize,
+    /// Bytes waiting in the send queue.
+    pub queued_bytes: usize,
+    /// Frames handed to the kernel.
+    pub frames_sent: u64,
+    /// Bytes handed to the kernel.
+    pub bytes_sent: u64,
+    /// `write_all` calls that carried them; `frames_sent / batches_written` is the
+    /// batching factor.
+    pub batches_written: u64,
+    /// Frames dropped: queue full at send, or lost with a connection that failed mid-write.
+    pub frames_dropped: u64,
+    /// Frames received from this node.
+    pub frames_received: u64,
+    /// Bytes (headers included) received from this node.
+    pub bytes_received: u64,
+    /// Outbound connections established (dial + handshake), the first one included.
+    pub connects: u64,
+    /// Outbound connections established after the first one.
+    pub reconnects: u64,
+    /// Failed dials or handshakes.
+    pub connect_failures: u64,
+    /// Handshakes this peer refused (wrong cluster, shard ...).
+    pub handshakes_refused: u64,
+}
+
+/// Transport-wide counters and the per-peer ones, from [`PeerTransport::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// The listener's bound address.
+    pub local_addr: Option<SocketAddr>,
+    /// Registered peers and nodes that dialed in, by node id.
+    pub peers: Vec<PeerStats>,
+    /// Inbound connections currently open (handshaken or not).
+    pub inbound_connections: usize,
+    /// Connections accepted by the listener.
+    pub accepted_total: u64,
+    /// Connections closed on accept because `inbound_connections_max` was reached.
+    pub inbound_refused_total: u64,
+    /// Inbound handshakes answered with a reject.
+    pub handshakes_rejected_total: u64,
+    /// Inbound connections that failed before completing a handshake (timeout, garbage).
+    pub handshake_failures_total: u64,
+    /// Handshaken inbound connections closed because of a malformed frame.
+    pub malformed_frames_total: u64,
+    /// Frames waiting in the inbound queue.
+    pub recv_queued_frames: usize,
+    /// Payload bytes waiting in the inbound queue.
+    pub recv_queued_bytes: usize,
+}
+
+/// One-waiter wake-up flag: `notify` before `wait` is not lost.
+#[derive(Default)]
+struct Notify {
+    notified: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Notify {
+    fn notify(&self) {
+        self.notified.set(true);
+        let waker = self.waker.borrow_mut().take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn wait(&self) -> impl Future<Output = ()> + '_ {
+        poll_fn(move |cx| {
+            if self.notified.replace(false) {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+}
+
+/// The bounded inbound queue: many reader tasks push, the shard's loop pops.
+struct InboundQueue {
+    inner: RefCell<InboundInner>,
+}
+
+struct InboundInner {
+    items: VecDeque<(u64, Frame)>,
+    frames_max: usize,
+    /// Payload bytes queued.
+    bytes: usize,
+    bytes_max: usize,
+    closed: bool,
+    receiver: Option<Waker>,
+    /// Readers waiting for room, by connection id (one entry per connection at most).
+    senders: HashMap<u64, Waker>,
+}
+
+impl InboundQueue {
+    fn new(frames_max: usize, bytes_max: usize) -> Self {
+        InboundQueue {
+            inner: RefCell::new(InboundInner {
+                items: VecDeque::new(),
+                frames_max,
+                bytes: 0,
+                bytes_max,
+                closed: false,
+                receiver: None,
+                senders: HashMap::new(),
+            }),
+        }
+    }
+
+    /// Waits for room, then queues; `Err` once the transport is closed.
+    fn push(&self, conn_id: u64, item: (u64, Frame)) -> impl Future<Output = Result<(), ()>> + '_ {
+        let item_bytes = item.1.payload.len();
+        let mut item = Some(item);
+        poll_fn(move |cx| {
+            let mut inner = self.inner.borrow_mut();
+            if inner.closed {
+                return Poll::Ready(Err(()));
+            }
+            // An empty queue takes any frame, so one larger than bytes_max still passes.
+            let full = inner.items.len() >= inner.frames_max
+                || (!inner.items.is_empty()
+                    && inner.bytes.saturating_add(item_bytes) > inner.bytes_max);
+            if full {
+                inner.senders.insert(conn_id, cx.waker().clone());
+                return Poll::Pending;
+            }
+            if let Some(item) = item.take() {
+                inner.bytes = inner.bytes.saturating_add(item_bytes);
+                inner.items.push_back(item);
+            }
+            inner.senders.remove(&conn_id);
+            let receiver = inner.receiver.take();
+            drop(inner);
+            if let Some(receiver) = receiver {
+                receiver.wake();
+            }
+            Poll::Ready(Ok(()))
+        })
+    }
+
+    fn try_pop(&self) -> Option<(u64, Frame)> {
+        let mut inner = self.inner.borrow_mut();
+        if inner.closed {
+            return None;
+        }
+        let item = inner.items.pop_front()?;
+        inner.bytes = inner.bytes.saturating_sub(item.1.payload.len());
+        let waiting = std::mem::take(&mut inner.senders);
+        drop(inner);
+        // Readers only wait when the queue was full, so waking them all is rare and cheap.
+        for (_, waker) in waiting {
+            waker.wake();
+        }
+        Some(item)
+    }
+
+    fn pop(&self) -> impl Future<Output = Option<(u64, Frame)>> + '_ {
+        poll_fn(move |cx| {
+            if let Some(item) = self.try_pop() {
+                return Poll::Ready(Some(item));
+            }
+            let mut inner = self.inner.borrow_mut();
+            if inner.closed {
+                return Poll::Ready(None);
+            }
+            inner.receiver = Some(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+
+    fn len(&self) -> (usize, usize) {
+        let inner = self.inner.borrow();
+        (inner.items.len(), inner.bytes)
+    }
+
+    fn close(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.closed = true;
+        inner.items.clear();
+        inner.bytes = 0;
+        let receiver = inner.receiver.take();
+        let senders = std::mem::take(&mut inner.senders);
+        drop(inner);
+        if let Some(receiver) = receiver {
+            receiver.wake();
+        }
+        for (_, waker) in senders {
+            waker.wake();
+        }
+    }
+}
+
+#[derive(Default)]
+struct SendQueue {
+    buf: BytesMut,
+    frames: usize,
+}
+
+#[derive(Default)]
+struct OutCounters {
+    frames_sent: Cell<u64>,
+    bytes_sent: Cell<u64>,
+    batches_written: Cell<u64>,
+    frames_dropped: Cell<u64>,
+    connects: Cell<u64>,
+    connect_failures: Cell<u64>,
+    handshakes_refused: Cell<u64>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct InCounters {
+    frames_received: u64,
+    bytes_received: u64,
+}
+
+struct Peer {
+    node_id: u64,
+    addr: Cell<SocketAddr>,
+    addr_changed: Cell<bool>,
+    removed: Cell<bool>,
+    connected: Cell<bool>,
+    queue: RefCell<SendQueue>,
+    /// Wakes the writer: something queued, connection broken, address changed, closing.
+    wake: Notify,
+    /// Id of the outbound connection the watcher saw end.
+    broken_conn: Cell<u64>,
+    counters: OutCounters,
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: Cell<u64>,
+    inbound_refused: Cell<u64>,
+    handshakes_rejected: Cell<u64>,
+    handshake_failures: Cell<u64>,
+    malformed_frames: Cell<u64>,
+}
+
+fn bump(cell: &Cell<u64>, by: u64) {
+    cell.set(cell.get().saturating_add(by));
+}
+
+struct Shared {
+    cfg: TransportConfig,
+    local_addr: SocketAddr,
+    closed: Cell<bool>,
+    peers: RefCell<HashMap<u64, Rc<Peer>>>,
+    inbound: InboundQueue,
+    /// Cancellers of live connections (and the listener), by connection id; cancelling one
+    /// ends every pending read/write/accept of that connection.
+    conns: RefCell<HashMap<u64, Canceller>>,
+    next_conn_id: Cell<u64>,
+    /// Newest handshaken inbound connection of each node.
+    inbound_by_node: RefCell<HashMap<u64, u64>>,
+    inbound_open: Cell<usize>,
+    in_counters: RefCell<HashMap<u64, InCounters>>,
+    counters: Counters,
+    tasks_live: Cell<usize>,
+    idle: Notify,
+}
+
+impl Shared {
+    fn register_conn(&self) -> Option<(u64, CancelHandle)> {
+        if self.closed.get() {
+            return None;
+        }
+        let id = self.next_conn_id.get().wrapping_add(1);
+        self.next_conn_id.set(id);
+        let canceller = Canceller::new();
+        let handle = canceller.handle();
+        self.conns.borrow_mut().insert(id, canceller);
+        Some((id, handle))
+    }
+
+    fn cancel_conn(&self, id: u64) {
+        let canceller = self.conns.borrow_mut().remove(&id);
+        if let Some(canceller) = canceller {
+            let _ = canceller.cancel();
+        }
+    }
+
+    fn forget_conn(&self, id: u64) {
+        self.conns.borrow_mut().remove(&id);
+    }
+
+    fn spawn<F: Future<Output = ()> + 'static>(self: &Rc<Self>, fut: F) {
+        self.tasks_live.set(self.tasks_live.get() + 1);
+        let guard = TaskGuard(self.clone());
+        monoio::spawn(async move {
+            let _guard = guard;
+            fut.await;
+        });
+    }
+
+    fn close(&self) {
+        if self.closed.replace(true) {
+            return;
+        }
+        self.inbound.close();
+        let cancellers: Vec<Canceller> = self.conns.borrow_mut().drain().map(|(_, c)| c).collect();
+        for canceller in cancellers {
+            let _ = canceller.cancel();
+        }
+        let peers: Vec<Rc<Peer>> = self.peers.borrow().values().cloned().collect();
+        for peer in peers {
+            peer.wake.notify();
+        }
+    }
+
+    fn check_handshake(&self, hs: &Handshake) -> Result<(), HandshakeReject> {
+        let cfg = &self.cfg;
+        let reject = |reason, detail: String| Err(HandshakeReject { reason, detail });
+        if hs.protocol_version != PROTOCOL_VERSION {
+            return reject(
+                RejectReason::ProtocolVersion,
+                format!(
+                    "protocol version {} != {PROTOCOL_VERSION}",
+                    hs.protocol_version
+                ),
+            );
+        }
+        if hs.cluster_id != cfg.cluster_id {
+            return reject(
+                RejectReason::ClusterMismatch,
+                format!("cluster {} != {}", hs.cluster_id, cfg.cluster_id),
+            );
+        }
+        if hs.shard != cfg.shard {
+            return reject(
+                RejectReason::ShardMismatch,
+                format!("shard {} != {}", hs.shard, cfg.shard),
+            );
+        }
+        if hs.node_id == cfg.node_id {
+            return reject(
+                RejectReason::SelfConnection,
+                format!("node id {} is the acceptor's own", hs.node_id),
+            );
+        }
+        if !cfg.accept_unknown_nodes && !self.peers.borrow().contains_key(&hs.node_id) {
+            return reject(
+                RejectReason::UnknownNode,
+                format!("node {} is not a known member", hs.node_id),
+            );
+        }
+        Ok(())
+    }
+
+    /// Queues one frame for `to`, `encode` appending it to the queue buffer. `size_hint`
+    /// is the frame size when known before encoding.
+    fn enqueue(
+        &self,
+        to: u64,
+        kind: FrameKind,
+        size_hint: Option<usize>,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), SendError>,
+    ) -> Result<(), SendError> {
+        if self.closed.get() {
+            return Err(SendError::Closed);
+        }
+        if kind.is_handshake() {
+            return Err(SendError::ReservedKind(kind));
+        }
+        let peer = self
+            .peers
+            .borrow()
+            .get(&to)
+            .cloned()
+            .ok_or(SendError::UnknownPeer { node_id: to })?;
+        let frame_bytes_max = self.cfg.frame_bytes_max;
+        if let Some(frame_bytes) = size_hint {
+            if frame_bytes > frame_bytes_max {
+                return Err(SendError::TooLarge {
+                    frame_bytes,
+                    frame_bytes_max,
+                });
+            }
+        }
+        let mut queue = peer.queue.borrow_mut();
+        let bytes_max = self.cfg.send_queue_bytes_max;
+        let full = queue.frames >= self.cfg.send_queue_frames_max
+            || size_hint.is_some_and(|n| queue.buf.len().saturating_add(n) > bytes_max);
+        if full {
+            drop(queue);
+            bump(&peer.counters.frames_dropped, 1);
+            return Err(SendError::QueueFull { node_id: to });
+        }
+        let start = queue.buf.len();
+        encode(&mut queue.buf)?;
+        let written = queue.buf.len() - start;
+        if written > frame_bytes_max {
+            queue.buf.truncate(start);
+            return Err(SendError::TooLarge {
+                frame_bytes: written,
+                frame_bytes_max,
+            });
+        }
+        if queue.buf.len() > bytes_max {
+            queue.buf.truncate(start);
+            drop(queue);
+            bump(&peer.counters.frames_dropped, 1);
+            return Err(SendError::QueueFull { node_id: to });
+        }
+        queue.frames += 1;
+        drop(queue);
+        peer.wake.notify();
+        Ok(())
+    }
+
+    fn send(&self, to: u64, kind: FrameKind, payload: &[u8]) -> Result<(), SendError> {
+        let size = frame_bytes(payload.len());
+        self.enqueue(to, kind, Some(size), |out| {
+            encode_frame(kind, payload, out).map_err(|e| SendError::Encode(e.into()))
+        })
+    }
+}
+
+struct TaskGuard(Rc<Shared>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        let live = self.0.tasks_live.get().saturating_sub(1);
+        self.0.tasks_live.set(live);
+        if live == 0 {
+            self.0.idle.notify();
+        }
+    }
+}
+
+/// Forgets a connection's canceller once every task using it has ended.
+struct ConnReg {
+    shared: Rc<Shared>,
+    id: u64,
+}
+
+impl Drop for ConnReg {
+    fn drop(&mut self) {
+        self.shared.forget_conn(self.id);
+    }
+}
+
+/// One shard's peer transport. Create it inside the shard's monoio runtime; dropping it
+/// (or [`PeerTransport::close`]) stops its tasks. It must be dropped on that runtime's
+/// thread while the runtime is running, because stopping cancels in-flight I/O.
+pub struct PeerTransport {
+    shared: Rc<Shared>,
+}
+
+/// A cheap clonable handle for sending from other tasks of the same shard. It does not
+/// keep the transport running: once the [`PeerTransport`] is dropped, sends fail with
+/// [`SendError::Closed`].
+#[derive(Clone)]
+pub struct PeerSender {
+    shared: Rc<Shared>,
+}
+
+impl PeerSender {
+    /// See [`PeerTransport::send`].
+    pub fn send(&self, to: u64, kind: FrameKind, payload: &[u8]) -> Result<(), SendError> {
+        self.shared.send(to, kind, payload)
+    }
+
+    /// See [`PeerTransport::send_message`].
+    pub fn send_message<T>(&self, to: u64, kind: FrameKind, value: &T) -> Result<(), SendError>
+    where
+        T: for<'o, 'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<
+                PayloadWriter<'o>,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rkyv::rancor::Error,
+            >,
+        >,
+    {
+        send_message(&self.shared, to, kind, value)
+    }
+}
+
+fn send_message<T>(shared: &Shared, to: u64, kind: FrameKind, value: &T) -> Result<(), SendError>
+where
+    T: for<'o, 'a> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<
+            PayloadWriter<'o>,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rkyv::rancor::Error,
+        >,
+    >,
+{
+    shared.enqueue(to, kind, None, |out| {
+        encode_message(kind, value, out).map_err(SendError::Encode)
+    })
+}
+
+impl PeerTransport {
+    /// Binds the peer listener and starts the accept loop. Must run inside a monoio
+    /// runtime with timers enabled.
+    pub fn new(cfg: TransportConfig) -> Result<PeerTransport, TransportError> {
+        cfg.validate()?;
+        // No SO_REUSEPORT: a second process on the same peer port must fail loudly rather
+        // than silently receive half of the connections.
+        let opts = ListenerOpts::new().reuse_port(false).reuse_addr(true);
+        let listener = TcpListener::bind_with_config(cfg.listen_addr, &opts).map_err(|source| {
+            TransportError::Bind {
+                addr: cfg.listen_addr,
+                source,
+            }
+        })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| TransportError::Bind {
+                addr: cfg.listen_addr,
+                source,
+            })?;
+        let shared = Rc::new(Shared {
+            inbound: InboundQueue::new(cfg.recv_queue_frames_max, cfg.recv_queue_bytes_max),
+            cfg,
+            local_addr,
+            closed: Cell::new(false),
+            peers: RefCell::new(HashMap::new()),
+            conns: RefCell::new(HashMap::new()),
+            next_conn_id: Cell::new(0),
+            inbound_by_node: RefCell::new(HashMap::new()),
+            inbound_open: Cell::new(0),
+            in_counters: RefCell::new(HashMap::new()),
+            counters: Counters::default(),
+            tasks_live: Cell::new(0),
+            idle: Notify::default(),
+        });
+        let Some((id, handle)) = shared.register_conn() else {
+            return Err(TransportError::Closed);
+        };
+        let reg = ConnReg {
+            shared: shared.clone(),
+            id,
+        };
+        shared.spawn(accept_loop(shared.clone(), listener, handle, reg));
+        info!(
+            shard = shared.cfg.shard,
+            node = shared.cfg.node_id,
+            %local_addr,
+            "peer transport listening"
+        );
+        Ok(PeerTransport { shared })
+    }
+
+    /// The listener's bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &TransportConfig {
+        &self.shared.cfg
+    }
+
+    /// A clonable sending handle for other tasks of this shard.
+    pub fn sender(&self) -> PeerSender {
+        PeerSender {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Registers a peer, or changes its address (the current connection is dropped and
+    /// the new address dialed). Queued frames are kept across an address change.
+    pub fn set_peer(&self, node_id: u64, addr: SocketAddr) -> Result<(), TransportError> {
+        if self.shared.closed.get() {
+            return Err(TransportError::Closed);
+        }
+        if node_id == self.shared.cfg.node_id {
+            return Err(TransportError::SelfPeer(node_id));
+        }
+        let existing = self.shared.peers.borrow().get(&node_id).cloned();
+        if let Some(peer) = existing {
+            if peer.addr.get() != addr {
+                peer.addr.set(addr);
+                peer.addr_changed.set(true);
+                peer.wake.notify();
+            }
+            return Ok(());
+        }
+        let peer = Rc::new(Peer {
+            node_id,
+            addr: Cell::new(addr),
+            addr_changed: Cell::new(false),
+            removed: Cell::new(false),
+            connected: Cell::new(false),
+            queue: RefCell::new(SendQueue::default()),
+            wake: Notify::default(),
+            broken_conn: Cell::new(0),
+            counters: OutCounters::default(),
+        });
+        self.shared.peers.borrow_mut().insert(node_id, peer.clone());
+        self.shared.spawn(writer_task(
+            self.shared.clone(),
+            peer,
+            SmallRng::from_entropy(),
+        ));
+        Ok(())
+    }
+
+    /// Forgets a peer: its queue is discarded and its outbound connection closed. When
+    /// `accept_unknown_nodes` is off, its inbound connection is closed too. Returns
+    /// whether it was registered.
+    pub fn remove_peer(&self, node_id: u64) -> bool {
+        let peer = self.shared.peers.borrow_mut().remove(&node_id);
+        let Some(peer) = peer else {
+            return false;
+        };
+        peer.removed.set(true);
+        peer.wake.notify();
+        let inbound = self.shared.inbound_by_node.borrow().get(&node_id).copied();
+        match inbound {
+            Some(conn) if !self.shared.cfg.accept_unknown_nodes => self.shared.cancel_conn(conn),
+            // Still connected: its counters go when that connection ends.
+            Some(_) => {}
+            None => {
+                self.shared.in_counters.borrow_mut().remove(&node_id);
+            }
+        }
+        true
+    }
+
+    /// Queues `payload` as one frame of `kind` for peer `to`. Never awaits: when the
+    /// peer's queue is full the frame is dropped, counted, and `QueueFull` returned.
+    pub fn send(&self, to: u64, kind: FrameKind, payload: &[u8]) -> Result<(), SendError> {
+        self.shared.send(to, kind, payload)
+    }
+
+    /// Serializes `value` with rkyv straight into peer `to`'s queue as one frame; same
+    /// policy as [`PeerTransport::send`].
+    pub fn send_message<T>(&self, to: u64, kind: FrameKind, value: &T) -> Result<(), SendError>
+    where
+        T: for<'o, 'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<
+                PayloadWriter<'o>,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rkyv::rancor::Error,
+            >,
+        >,
+    {
+        send_message(&self.shared, to, kind, value)
+    }
+
+    /// The next inbound frame and the node it came from; `None` once closed. Meant for
+    /// one consumer (the shard's event loop).
+    pub async fn recv(&self) -> Option<(u64, Frame)> {
+        self.shared.inbound.pop().await
+    }
+
+    /// An inbound frame if one is waiting, without awaiting (to drain in batches).
+    pub fn try_recv(&self) -> Option<(u64, Frame)> {
+        self.shared.inbound.try_pop()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> TransportStats {
+        let shared = &self.shared;
+        let in_counters = shared.in_counters.borrow();
+        let inbound_by_node = shared.inbound_by_node.borrow();
+        let mut peers: Vec<PeerStats> = shared
+            .peers
+            .borrow()
+            .values()
+            .map(|peer| {
+                let queue = peer.queue.borrow();
+                let c = &peer.counters;
+                let inc = in_counters.get(&peer.node_id).copied().unwrap_or_default();
+                PeerStats {
+                    node_id: peer.node_id,
+                    addr: Some(peer.addr.get()),
+                    connected: peer.connected.get(),
+                    inbound_connected: inbound_by_node.contains_key(&peer.node_id),
+                    queued_frames: queue.frames,
+                    queued_bytes: queue.buf.len(),
+                    frames_sent: c.frames_sent.get(),
+                    bytes_sent: c.bytes_sent.get(),
+                    batches_written: c.batches_written.get(),
+                    frames_dropped: c.frames_dropped.get(),
+                    frames_received: inc.frames_received,
+                    bytes_received: inc.bytes_received,
+                    connects: c.connects.get(),
+                    reconnects: c.connects.get().saturating_sub(1),
+                    connect_failures: c.connect_failures.get(),
+                    handshakes_refused: c.handshakes_refused.get(),
+                }
+            })
+            .collect();
+        let registered = shared.peers.borrow();
+        for (&node_id, inc) in in_counters.iter() {
+            if !registered.contains_key(&node_id) {
+                peers.push(PeerStats {
+                    node_id,
+                    inbound_connected: inbound_by_node.contains_key(&node_id),
+                    frames_received: inc.frames_received,
+                    bytes_received: inc.bytes_received,
+                    ..PeerStats::default()
+                });
+            }
+        }
+        peers.sort_by_key(|p| p.node_id);
+        let c = &shared.counters;
+        let (recv_queued_frames, recv_queued_bytes) = shared.inbound.len();
+        TransportStats {
+            local_addr: Some(shared.local_addr),
+            peers,
+            inbound_connections: shared.inbound_open.get(),
+            accepted_total: c.accepted.get(),
+            inbound_refused_total: c.inbound_refused.get(),
+            handshakes_rejected_total: c.handshakes_rejected.get(),
+            handshake_failures_total: c.handshake_failures.get(),
+            malformed_frames_total: c.malformed_frames.get(),
+            recv_queued_frames,
+            recv_queued_bytes,
+        }
+    }
+
+    /// Stops everything: the listener, every connection, every writer. Queued and
+    /// undelivered frames are discarded; `recv` returns `None` from now on. Idempotent.
+    pub fn close(&self) {
+        self.shared.close();
+    }
+
+    /// Whether [`PeerTransport::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.get()
+    }
+
+    /// Closes, then waits until every task of the transport has ended (the listening
+    /// socket is released once this returns). Tasks end promptly except a dial in
+    /// progress, which ends within `connect_timeout_ms`.
+    pub async fn shutdown(self) {
+        self.shared.close();
+        while self.shared.tasks_live.get() > 0 {
+            self.shared.idle.wait().await;
+        }
+    }
+}
+
+impl Drop for PeerTransport {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
+}
+
+impl std::fmt::Debug for PeerTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTransport")
+            .field("node_id", &self.shared.cfg.node_id)
+            .field("shard", &self.shared.cfg.shard)
+            .field("local_addr", &self.shared.local_addr)
+            .field("closed", &self.shared.closed.get())
+            .finish()
+    }
+}
+
+/// Reads once into the spare capacity of `buf` (callers reserve first).
+async fn read_some<R: CancelableAsyncReadRent>(
+    reader: &mut R,
+    buf: BytesMut,
+    handle: &CancelHandle,
+) -> (io::Result<usize>, BytesMut) {
+    let start = buf.len();
+    let end = buf.capacity();
+    let (res, slice) = reader
+        .cancelable_read(buf.slice_mut(start..end), handle.clone())
+        .await;
+    (res, slice.into_inner())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("connection closed by peer")]
+    Eof,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+/// Reads until one whole frame is decoded; bytes after it stay in `buf`.
+async fn read_frame<R: CancelableAsyncReadRent>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    decoder: &FrameDecoder,
+    read_chunk_bytes: usize,
+    handle: &CancelHandle,
+) -> Result<Frame, ReadError> {
+    loop {
+        if let Some(frame) = decoder.decode(buf)? {
+            return Ok(frame);
+        }
+        buf.reserve(decoder.bytes_missing(buf).max(read_chunk_bytes));
+        let (res, b) = read_some(reader, std::mem::take(buf), handle).await;
+        *buf = b;
+        if res? == 0 {
+            return Err(ReadError::Eof);
+        }
+    }
+}
+
+async fn accept_loop(
+    shared: Rc<Shared>,
+    listener: TcpListener,
+    handle: CancelHandle,
+    _reg: ConnReg,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        if shared.closed.get() {
+            break;
+        }
+        match listener.cancelable_accept(handle.clone()).await {
+            Ok((stream, addr)) => {
+                failures = 0;
+                bump(&shared.counters.accepted, 1);
+                if shared.inbound_open.get() >= shared.cfg.inbound_connections_max {
+                    bump(&shared.counters.inbound_refused, 1);
+                    warn!(shard = shared.cfg.shard, %addr, "inbound connection limit reached; closing");
+                    drop(stream);
+                    continue;
+                }
+                shared.inbound_open.set(shared.inbound_open.get() + 1);
+                shared.spawn(inbound_conn(shared.clone(), stream, addr));
+            }
+            Err(e) => {
+                if shared.closed.get() {
+                    break;
+                }
+                failures = failures.saturating_add(1);
+                let pause_ms = ACCEPT_BACKOFF_MIN_MS
+                    .saturating_mul(1u64 << failures.min(16))
+                    .min(ACCEPT_BACKOFF_MAX_MS);
+                warn!(shard = shared.cfg.shard, error = %e, pause_ms, "accept failed");
+                monoio::time::sleep(Duration::from_millis(pause_ms)).await;
+            }
+        }
+    }
+    debug!(shard = shared.cfg.shard, "accept loop stopped");
+}
+
+/// Ends an inbound connection's bookkeeping however its task ends.
+struct InboundGuard {
+    shared: Rc<Shared>,
+    conn_id: u64,
+    node_id: Option<u64>,
+}
+
+impl Drop for InboundGuard {
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        shared
+            .inbound_open
+            .set(shared.inbound_open.get().saturating_sub(1));
+        shared.forget_conn(self.conn_id);
+        if let Some(node_id) = self.node_id {
+            let mut by_node = shared.inbound_by_node.borrow_mut();
+            if by_node.get(&node_id) == Some(&self.conn_id) {
+                by_node.remove(&node_id);
+                // Counters of unregistered nodes live only as long as their connection,
+                // so nodes cycling through ids cannot grow the map without bound.
+                if !shared.peers.borrow().contains_key(&node_id) {
+                    shared.in_counters.borrow_mut().remove(&node_id);
+                }
+            }
+        }
+    }
+}
+
+async fn write_frame_timeout(
+    stream: &mut TcpStream,
+    frame: BytesMut,
+    handle: &CancelHandle,
+    timeout: Duration,
+) -> io::Result<()> {
+    match monoio::time::timeout(timeout, stream.write_all(frame, handle.clone())).await {
+        Ok((res, _)) => res.map(|_| ()),
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+    }
+}
+
+async fn inbound_conn(shared: Rc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
+    let Some((conn_id, handle)) = shared.register_conn() else {
+        shared
+            .inbound_open
+            .set(shared.inbound_open.get().saturating_sub(1));
+        return;
+    };
+    let mut guard = InboundGuard {
+        shared: shared.clone(),
+        conn_id,
+        node_id: None,
+    };
+    let cfg = &shared.cfg;
+    let _ = stream.set_nodelay(true);
+    let hs_timeout = Duration::from_millis(cfg.handshake_timeout_ms);
+    let mut buf = BytesMut::with_capacity(HANDSHAKE_FRAME_BYTES_MAX);
+    let hs_decoder = FrameDecoder::new(HANDSHAKE_FRAME_BYTES_MAX);
+    let first = monoio::time::timeout(
+        hs_timeout,
+        read_frame(
+            &mut stream,
+            &mut buf,
+            &hs_decoder,
+            HANDSHAKE_FRAME_BYTES_MAX,
+            &handle,
+        ),
+    )
+    .await;
+    let hs = match first {
+        Ok(Ok(frame)) if frame.kind == FrameKind::Handshake => frame.decode::<Handshake>(),
+        Ok(Ok(frame)) => {
+            bump(&shared.counters.handshake_failures, 1);
+            warn!(shard = cfg.shard, %addr, kind = ?frame.kind, "inbound connection did not start with a handshake");
+            return;
+        }
+        Ok(Err(e)) => {
+            bump(&shared.counters.handshake_failures, 1);
+            debug!(shard = cfg.shard, %addr, error = %e, "inbound connection failed before handshake");
+            return;
+        }
+        Err(_) => {
+            bump(&shared.counters.handshake_failures, 1);
+            debug!(shard = cfg.shard, %addr, "inbound handshake timed out");
+            return;
+        }
+    };
+    let hs = match hs {
+        Ok(hs) => hs,
+        Err(e) => {
+            bump(&shared.counters.handshake_failures, 1);
+            warn!(shard = cfg.shard, %addr, error = %e, "malformed handshake");
+            return;
+        }
+    };
+    let mut reply = BytesMut::with_capacity(256);
+    if let Err(reject) = shared.check_handshake(&hs) {
+        bump(&shared.counters.handshakes_rejected, 1);
+        warn!(shard = cfg.shard, %addr, node = hs.node_id, reason = ?reject.reason, detail = %reject.detail, "handshake rejected");
+        if encode_message(FrameKind::HandshakeReject, &reject, &mut reply).is_ok() {
+            let _ = write_frame_timeout(&mut stream, reply, &handle, hs_timeout).await;
+        }
+        return;
+    }
+    let ack = HandshakeAck {
+        cluster_id: cfg.cluster_id,
+        node_id: cfg.node_id,
+        shard: cfg.shard,
+    };
+    if let Err(e) = encode_message(FrameKind::HandshakeAck, &ack, &mut reply) {
+        warn!(error = %e, "cannot encode handshake ack");
+        return;
+    }
+    if let Err(e) = write_frame_timeout(&mut stream, reply, &handle, hs_timeout).await {
+        debug!(shard = cfg.shard, %addr, error = %e, "cannot send handshake ack");
+        return;
+    }
+    let from = hs.node_id;
+    // A newer connection from the same node replaces the older one, which is usually a
+    // half-dead leftover of a peer restart.
+    let older = shared.inbound_by_node.borrow_mut().insert(from, conn_id);
+    guard.node_id = Some(from);
+    if let Some(older) = older {
+        shared.cancel_conn(older);
+    }
+    debug!(shard = cfg.shard, %addr, node = from, "inbound peer connected");
+
+    let decoder = FrameDecoder::new(cfg.frame_bytes_max);
+    loop {
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    if frame.kind.is_handshake() {
+                        bump(&shared.counters.malformed_frames, 1);
+                        warn!(shard = cfg.shard, node = from, kind = ?frame.kind, "handshake frame on an established connection; closing");
+                        return;
+                    }
+                    {
+                        let mut in_counters = shared.in_counters.borrow_mut();
+                        let c = in_counters.entry(from).or_default();
+                        c.frames_received = c.frames_received.saturating_add(1);
+                        c.bytes_received = c
+                            .bytes_received
+                            .saturating_add(frame_bytes(frame.payload.len()) as u64);
+                    }
+                    if shared.inbound.push(conn_id, (from, frame)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    bump(&shared.counters.malformed_frames, 1);
+                    warn!(shard = cfg.shard, node = from, error = %e, "malformed frame; closing connection");
+                    return;
+                }
+            }
+        }
+        buf.reserve(decoder.bytes_missing(&buf).max(cfg.read_chunk_bytes));
+        let (res, b) = read_some(&mut stream, buf, &handle).await;
+        buf = b;
+        match res {
+            Ok(0) => {
+                debug!(shard = cfg.shard, node = from, "inbound peer closed");
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                debug!(shard = cfg.shard, node = from, error = %e, "inbound read ended");
+                return;
+            }
+        }
+    }
+}
+
+/// An established outbound connection.
+struct OutConn {
+    id: u64,
+    write: monoio::net::tcp::TcpOwnedWriteHalf,
+    handle: CancelHandle,
+    _reg: Rc<ConnReg>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DialError {
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("connect failed: {0}")]
+    Connect(io::Error),
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] ReadError),
+    #[error("handshake refused: {reason:?}: {detail}")]
+    Refused {
+        reason: RejectReason,
+        detail: String,
+    },
+    #[error("unexpected handshake answer: {0}")]
+    Protocol(String),
+    #[error("transport closed")]
+    Closed,
+}
+
+async fn dial(shared: &Rc<Shared>, peer: &Rc<Peer>) -> Result<OutConn, DialError> {
+    let cfg = &shared.cfg;
+    let addr = peer.addr.get();
+    let connect = monoio::time::timeout(
+        Duration::from_millis(cfg.connect_timeout_ms),
+        TcpStream::connect_addr(addr),
+    )
+    .await;
+    let mut stream = match connect {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(DialError::Connect(e)),
+        Err(_) => return Err(DialError::ConnectTimeout),
+    };
+    let _ = stream.set_nodelay(true);
+    let (id, handle) = shared.register_conn().ok_or(DialError::Closed)?;
+    let reg = Rc::new(ConnReg {
+        shared: shared.clone(),
+        id,
+    });
+    let exchange = monoio::time::timeout(
+        Duration::from_millis(cfg.handshake_timeout_ms),
+        handshake_dialer(shared, peer, &mut stream, &handle),
+    )
+    .await;
+    match exchange {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(DialError::HandshakeTimeout),
+    }
+    let (read, write) = stream.into_split();
+    shared.spawn(watch_outbound(
+        peer.clone(),
+        read,
+        handle.clone(),
+        id,
+        reg.clone(),
+    ));
+    Ok(OutConn {
+        id,
+        write,
+        handle,
+        _reg: reg,
+    })
+}
+
+async fn handshake_dialer(
+    shared: &Shared,
+    peer: &Peer,
+    stream: &mut TcpStream,
+    handle: &CancelHandle,
+) -> Result<(), DialError> {
+    let cfg = &shared.cfg;
+    let hs = Handshake {
+        cluster_id: cfg.cluster_id,
+        node_id: cfg.node_id,
+        shard: cfg.shard,
+        protocol_version: PROTOCOL_VERSION,
+    };
+    let mut out = BytesMut::with_capacity(128);
+    encode_message(FrameKind::Handshake, &hs, &mut out)
+        .map_err(|e| DialError::Protocol(e.to_string()))?;
+    let (res, _) = stream.write_all(out, handle.clone()).await;
+    res.map_err(ReadError::Io)?;
+    let mut buf = BytesMut::with_capacity(512);
+    let decoder = FrameDecoder::new(HANDSHAKE_FRAME_BYTES_MAX);
+    let frame = read_frame(stream, &mut buf, &decoder, 512, handle).await?;
+    match frame.kind {
+        FrameKind::HandshakeAck => {
+            let ack = frame
+                .decode::<HandshakeAck>()
+                .map_err(|e| DialError::Protocol(e.to_string()))?;
+            if ack.cluster_id != cfg.cluster_id
+                || ack.node_id != peer.node_id
+                || ack.shard != cfg.shard
+            {
+                return Err(DialError::Protocol(format!(
+                    "expected cluster {} node {} shard {}, reached cluster {} node {} shard {}",
+                    cfg.cluster_id, peer.node_id, cfg.shard, ack.cluster_id, ack.node_id, ack.shard
+                )));
+            }
+            Ok(())
+        }
+        FrameKind::HandshakeReject => {
+            let reject = frame
+                .decode::<HandshakeReject>()
+                .map_err(|e| DialError::Protocol(e.to_string()))?;
+            bump(&peer.counters.handshakes_refused, 1);
+            Err(DialError::Refused {
+                reason: reject.reason,
+                detail: reject.detail,
+            })
+        }
+        other => Err(DialError::Protocol(format!(
+            "expected a handshake answer, got {other:?}"
+        ))),
+    }
+}
+
+/// The acceptor never writes after its ack, so any completion of this read (end of
+/// stream, error, stray bytes, cancellation) means the connection is over.
+async fn watch_outbound(
+    peer: Rc<Peer>,
+    mut read: TcpOwnedReadHalf,
+    handle: CancelHandle,
+    conn_id: u64,
+    _reg: Rc<ConnReg>,
+) {
+    let (res, _) = read.cancelable_read(vec![0u8; 64], handle).await;
+    debug!(node = peer.node_id, result = ?res.map_err(|e| e.kind()), "outbound connection ended");
+    peer.broken_conn.set(conn_id);
+    peer.wake.notify();
+}
+
+fn backoff_delay(cfg: &TransportConfig, failures: u32, rng: &mut SmallRng) -> Duration {
+    let exp = cfg
+        .backoff_min_ms
+        .saturating_mul(1u64 << failures.saturating_sub(1).min(20))
+        .min(cfg.backoff_max_ms);
+    // Full jitter over the upper half: peers that failed together do not retry together.
+    let ms = rng.gen_range(exp / 2..=exp).max(1);
+    Duration::from_millis(ms)
+}
+
+/// Waits `delay`, or less if the transport closes, the peer is removed or its address
+/// changes.
+async fn backoff_wait(shared: &Shared, peer: &Peer, delay: Duration) {
+    let deadline = Instant::now() + delay;
+    loop {
+        if shared.closed.get() || peer.removed.get() || peer.addr_changed.get() {
+            return;
+        }
+        if monoio::time::timeout_at(deadline, peer.wake.wait())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn writer_task(shared: Rc<Shared>, peer: Rc<Peer>, mut rng: SmallRng) {
+    let mut failures: u32 = 0;
+    let mut conn: Option<OutConn> = None;
+    let mut spare = BytesMut::new();
+    let drop_conn = |conn: &mut Option<OutConn>| {
+        if let Some(c) = conn.take() {
+            shared.cancel_conn(c.id);
+            peer.connected.set(false);
+        }
+    };
+    loop {
+        if shared.closed.get() || peer.removed.get() {
+            break;
+        }
+        if peer.addr_changed.replace(false) {
+            drop_conn(&mut conn);
+            failures = 0;
+        }
+        if conn
+            .as_ref()
+            .is_some_and(|c| peer.broken_conn.get() == c.id)
+        {
+            drop_conn(&mut conn);
+        }
+        if peer.queue.borrow().frames == 0 {
+            peer.wake.wait().await;
+            continue;
+        }
+        let Some(c) = conn.as_mut() else {
+            match dial(&shared, &peer).await {
+                Ok(c) => {
+                    failures = 0;
+                    bump(&peer.counters.connects, 1);
+                    peer.connected.set(true);
+                    debug!(
+                        shard = shared.cfg.shard,
+                        node = peer.node_id,
+                        "outbound peer connected"
+                    );
+                    conn = Some(c);
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    bump(&peer.counters.connect_failures, 1);
+                    let delay = backoff_delay(&shared.cfg, failures, &mut rng);
+                    if matches!(e, DialError::Refused { .. }) {
+                        warn!(shard = shared.cfg.shard, node = peer.node_id, error = %e, ?delay, "peer refused our handshake");
+                    } else {
+                        debug!(shard = shared.cfg.shard, node = peer.node_id, error = %e, ?delay, "dial failed");
+                    }
+                    backoff_wait(&shared, &peer, delay).await;
+                }
+            }
+            continue;
+        };
+        let frames = {
+            let mut queue = peer.queue.borrow_mut();
+            std::mem::swap(&mut queue.buf, &mut spare);
+            std::mem::take(&mut queue.frames)
+        };
+        let bytes = spare.len();
+        let stall = Duration::from_millis(shared.cfg.write_stall_timeout_ms);
+        let res =
+            match monoio::time::timeout(stall, c.write.write_all(spare, c.handle.clone())).await {
+                Ok((res, buf)) => {
+                    spare = buf;
+                    res
+                }
+                Err(_) => {
+                    // The buffer went with the cancelled write; the next batch gets a new one.
+                    spare = BytesMut::new();
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "write stalled; peer not reading",
+                    ))
+                }
+            };
+        spare.clear();
+        match res {
+            Ok(_) => {
+                bump(&peer.counters.frames_sent, frames as u64);
+                bump(&peer.counters.bytes_sent, bytes as u64);
+                bump(&peer.counters.batches_written, 1);
+            }
+            Err(e) => {
+                bump(&peer.counters.frames_dropped, frames as u64);
+                debug!(shard = shared.cfg.shard, node = peer.node_id, error = %e, frames, "write failed; reconnecting");
+                drop_conn(&mut conn);
+            }
+        }
+    }
+    drop_conn(&mut conn);
+}

@@ -1,0 +1,970 @@
+//! One shard's raft replica: the pure raft core driven by this shard's event loop, its
+//! durable log, its peer transport and its state machine (the shard's KV partition).
+//!
+//! Tasks on the shard thread (all share the `Group` through `Rc`, none holds a borrow across
+//! an await):
+//! - the **ticker** ticks the core every `tick_ms`;
+//! - the **receiver** steps raft messages from the transport into the core;
+//! - the **driver** handles each `Ready`: messages that may go now are sent; entries and hard
+//!   state are queued to the log (one write + one fdatasync for everything queued while the
+//!   previous batch was on disk: group commit); once durable, the messages that needed it are
+//!   sent and committed entries are applied; then `advance`.
+//!   Inputs keep arriving while a batch is on disk, so the next `Ready` carries all of them.
+//! - request handlers call [`Group::propose`] and [`Group::read_barrier`] and wait for apply.
+//!
+//! Nothing is acknowledged before the entry is committed (durable on a quorum) and applied
+//! here. A log write or fsync failure aborts the process.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use mast_log::{EntryRecord, Log, LogOptions};
+use mast_raft::{
+    ConfChange, ConfChangeKind, ConfState, Entry, EntryKind, HardState, Message, RawNode,
+    ReadState, Role, Snapshot, SnapshotMeta, Status, Storage, StorageError,
+};
+use mast_wire::{FrameKind, PeerTransport, SendError, TransportConfig};
+use tracing::{error, info, warn};
+
+use crate::kv::{Command, KvState, Outcome, Proposal};
+
+/// Ticks between checks for learners that can be promoted.
+const LEARNER_CHECK_TICKS: u64 = 10;
+/// A learner this close to the leader's last index counts as caught up.
+const LEARNER_CAUGHT_UP_ENTRIES: u64 = 100;
+
+/// Tunables of a replica; units are in the names.
+#[derive(Debug, Clone)]
+pub struct GroupOptions {
+    pub tick_ms: u64,
+    pub election_timeout_ticks: u64,
+    pub heartbeat_interval_ticks: u64,
+    /// How long a client waits for its write or read before hearing "unknown outcome".
+    pub request_timeout_ms: u64,
+    /// Applied entries between state machine snapshots (then the log is compacted).
+    pub snapshot_every_entries: u64,
+    /// Entries kept in the log below a snapshot, so a slightly lagging follower catches up
+    /// from the log instead of needing the snapshot.
+    pub retained_entries: u64,
+    /// Proposals waiting for their entry to apply, per shard.
+    pub pending_proposals_max: usize,
+    /// Reads waiting for a read index, per shard.
+    pub pending_reads_max: usize,
+    pub frame_bytes_max: usize,
+    pub log: LogOptions,
+}
+
+impl Default for GroupOptions {
+    fn default() -> Self {
+        GroupOptions {
+            tick_ms: 10,
+            election_timeout_ticks: 20,
+            heartbeat_interval_ticks: 2,
+            request_timeout_ms: 5_000,
+            snapshot_every_entries: 50_000,
+            retained_entries: 5_000,
+            pending_proposals_max: 65_536,
+            pending_reads_max: 65_536,
+            frame_bytes_max: 64 * 1024 * 1024,
+            log: LogOptions::default(),
+        }
+    }
+}
+
+/// Why a request through the group did not get a definite answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    #[error("no leader is known for this shard")]
+    NoLeader { leader_hint: u64 },
+    #[error("this node is not the leader")]
+    NotLeader { leader: u64 },
+    #[error("too many requests are waiting on this shard")]
+    Overloaded,
+    #[error("the request timed out; its outcome is unknown")]
+    Timeout,
+    #[error("the proposal was refused: {0}")]
+    Refused(String),
+    #[error("this node has been removed from the cluster")]
+    Removed,
+}
+
+/// Membership entries carry the new member's addresses in their context.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct MemberAddrs {
+    pub peer_addr: String,
+    pub http_addr: String,
+}
+
+/// A raft [`Storage`] over the shard's durable log. Entry payloads are `[kind u8][data]`;
+/// index and term live in the log record header.
+pub struct LogStorage {
+    log: Rc<Log>,
+    hard_state: HardState,
+    /// Configuration as of the snapshot (or the bootstrap configuration).
+    base_conf: ConfState,
+    snapshot: Option<(u64, u64)>,
+}
+
+fn entry_to_record(e: &Entry) -> EntryRecord {
+    let mut payload = Vec::with_capacity(1 + e.data.len());
+    payload.push(match e.kind {
+        EntryKind::Normal => 0,
+        EntryKind::ConfChange => 1,
+    });
+    payload.extend_from_slice(&e.data);
+    EntryRecord {
+        index: e.index,
+        term: e.term,
+        payload: Bytes::from(payload),
+    }
+}
+
+fn record_to_entry(r: EntryRecord) -> Result<Entry, StorageError> {
+    let (&kind, data) = r
+        .payload
+        .split_first()
+        .ok_or_else(|| StorageError::Other(format!("entry {} has an empty payload", r.index)))?;
+    let kind = match kind {
+        0 => EntryKind::Normal,
+        1 => EntryKind::ConfChange,
+        k => {
+            return Err(StorageError::Other(format!(
+                "entry {} has unknown kind {k}",
+                r.index
+            )))
+        }
+    };
+    Ok(Entry {
+        term: r.term,
+        index: r.index,
+        kind,
+        data: data.to_vec(),
+    })
+}
+
+fn map_log_err(e: mast_log::Error) -> StorageError {
+    match e {
+        mast_log::Error::Compacted { .. } => StorageError::Compacted,
+        mast_log::Error::Unavailable { .. } => StorageError::Unavailable,
+        other => StorageError::Other(other.to_string()),
+    }
+}
+
+fn encode_conf(cs: &ConfState) -> Vec<u8> {
+    rkyv::to_bytes::<rkyv::rancor::Error>(cs)
+        .map(|b| b.into_vec())
+        .unwrap_or_default()
+}
+
+fn decode_conf(bytes: &[u8]) -> Option<ConfState> {
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<ConfState, rkyv::rancor::Error>(&aligned).ok()
+}
+
+async fn bootstrap_log(
+    log: &Log,
+    peers: &BTreeMap<u64, MemberAddrs>,
+) -> Result<mast_log::HardState, String> {
+    let mut records = Vec::with_capacity(peers.len());
+    for (i, (id, addrs)) in peers.iter().enumerate() {
+        let context = rkyv::to_bytes::<rkyv::rancor::Error>(addrs)
+            .map_err(|e| e.to_string())?
+            .into_vec();
+        let cc = ConfChange {
+            kind: ConfChangeKind::AddVoter,
+            node_id: *id,
+            context,
+        };
+        let entry = Entry {
+            term: 1,
+            index: i as u64 + 1,
+            kind: EntryKind::ConfChange,
+            data: cc.encode(),
+        };
+        records.push(entry_to_record(&entry));
+    }
+    let hs = mast_log::HardState {
+        term: 1,
+        vote: 0,
+        commit: records.len() as u64,
+    };
+    log.append(&records)
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    log.save_hard_state(hs)
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(hs)
+}
+
+impl Storage for LogStorage {
+    fn initial_state(&self) -> Result<(HardState, ConfState), StorageError> {
+        Ok((self.hard_state, self.base_conf.clone()))
+    }
+
+    fn entries(&self, lo: u64, hi: u64, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+        let records = self.log.entries(lo, hi, max_bytes).map_err(map_log_err)?;
+        records.into_iter().map(record_to_entry).collect()
+    }
+
+    fn term(&self, idx: u64) -> Result<u64, StorageError> {
+        if idx == 0 {
+            return Ok(0);
+        }
+        match self.log.term(idx) {
+            Ok(Some(t)) => Ok(t),
+            Ok(None) if idx + 1 == self.log.first_index() => {
+                Ok(self.snapshot.map_or(0, |(_, t)| t))
+            }
+            Ok(None) => Err(StorageError::Unavailable),
+            Err(e) => Err(map_log_err(e)),
+        }
+    }
+
+    fn first_index(&self) -> Result<u64, StorageError> {
+        Ok(self.log.first_index())
+    }
+
+    fn last_index(&self) -> Result<u64, StorageError> {
+        Ok(self.log.last_index())
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        match self.log.load_latest_snapshot().map_err(map_log_err)? {
+            Some((meta, data)) => Ok(Snapshot {
+                meta: SnapshotMeta {
+                    index: meta.index,
+                    term: meta.term,
+                    conf_state: decode_conf(&meta.extra).ok_or_else(|| {
+                        StorageError::Other("snapshot has an unreadable configuration".into())
+                    })?,
+                },
+                data,
+            }),
+            None => Err(StorageError::SnapshotTemporarilyUnavailable),
+        }
+    }
+}
+
+/// Replication facts for `/status` and `/metrics`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupStatus {
+    pub leader: u64,
+    pub role: &'static str,
+    pub term: u64,
+    pub commit: u64,
+    pub applied: u64,
+    pub first_index: u64,
+    pub last_index: u64,
+    pub snapshot_index: u64,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    pub keys: usize,
+    pub progress: Vec<ProgressView>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProgressView {
+    pub id: u64,
+    pub matched: u64,
+    pub next: u64,
+    pub state: String,
+    pub lag_entries: u64,
+    pub recent_active: bool,
+    pub learner: bool,
+}
+
+type ReadWaiter = oneshot::Sender<Result<(), GroupError>>;
+
+/// One shard's replica. See the module docs for the tasks that drive it.
+pub struct Group {
+    pub shard: usize,
+    pub node_id: u64,
+    opts: GroupOptions,
+    node: RefCell<RawNode<LogStorage>>,
+    log: Rc<Log>,
+    kv: RefCell<KvState>,
+    transport: Rc<PeerTransport>,
+    /// Proposals by request id, completed when their entry applies.
+    proposals: RefCell<HashMap<u64, oneshot::Sender<Outcome>>>,
+    next_request_id: Cell<u64>,
+    /// Reads that have not asked for a read index yet.
+    reads_unissued: RefCell<Vec<ReadWaiter>>,
+    /// Reads by the read-index context they were issued under.
+    reads_issued: RefCell<HashMap<u64, Vec<ReadWaiter>>>,
+    next_read_ctx: Cell<u64>,
+    /// Reads whose read index is known, waiting for apply to reach it.
+    reads_applying: RefCell<BTreeMap<u64, Vec<ReadWaiter>>>,
+    snapshot_index: Cell<u64>,
+    leader: Cell<u64>,
+    removed: Cell<bool>,
+    /// Peer and HTTP addresses of members, from config and membership entries.
+    members: RefCell<BTreeMap<u64, MemberAddrs>>,
+    kick: flume::Sender<()>,
+    kicked: flume::Receiver<()>,
+}
+
+/// Shard-local numbering for request ids: proposals from different nodes and shards never
+/// collide because the node id and shard are folded into the high bits.
+fn request_id_base(node_id: u64, shard: usize) -> u64 {
+    (node_id << 40) ^ ((shard as u64) << 32)
+}
+
+impl Group {
+    /// Opens the shard's log under `dir`, restores the newest snapshot, and builds the raft
+    /// core. `bootstrap` is the initial membership, used only when the log is brand new.
+    pub async fn open(
+        shard: usize,
+        node_id: u64,
+        cluster_id: u64,
+        dir: &std::path::Path,
+        listen_addr: SocketAddr,
+        peers: &BTreeMap<u64, MemberAddrs>,
+        bootstrap_voters: bool,
+        opts: GroupOptions,
+    ) -> Result<Rc<Group>, String> {
+        let (log, recovered) =
+            Log::open(dir, opts.log.clone()).map_err(|e| format!("log {}: {e}", dir.display()))?;
+        if let Some(t) = &recovered.truncated_tail {
+            warn!(shard, ?t, "cut a torn tail off the log");
+        }
+        let log = Rc::new(log);
+        let mut kv = KvState::new();
+        // Membership lives in the log: a bootstrapping node writes the initial members as
+        // conf-change entries 1..=n, identical on every bootstrapping node and committed by
+        // construction (as etcd does), so a node that joins later learns them by replication.
+        // A joining node starts empty and learns everything from the leader.
+        let mut base_conf = ConfState::default();
+        let fresh = recovered.last_index == 0
+            && recovered.snapshot.is_none()
+            && recovered.hard_state == mast_log::HardState::default();
+        let mut hs = recovered.hard_state;
+        if bootstrap_voters && fresh {
+            hs = bootstrap_log(&log, peers).await?;
+            info!(
+                shard,
+                members = peers.len(),
+                "bootstrapped the membership into the log"
+            );
+        }
+        let mut snapshot = None;
+        if let Some((meta, data)) = log
+            .load_latest_snapshot()
+            .map_err(|e| format!("snapshot: {e}"))?
+        {
+            kv = KvState::restore(&data).map_err(|e| format!("snapshot at {}: {e}", meta.index))?;
+            base_conf = decode_conf(&meta.extra)
+                .ok_or_else(|| format!("snapshot at {}: unreadable configuration", meta.index))?;
+            snapshot = Some((meta.index, meta.term));
+        }
+        let hard_state = HardState {
+            term: hs.term,
+            vote: hs.vote,
+            commit: hs.commit,
+        };
+        let storage = LogStorage {
+            log: log.clone(),
+            hard_state,
+            base_conf,
+            snapshot,
+        };
+        let mut cfg = mast_raft::Config::new(node_id);
+        cfg.election_timeout_ticks = opts.election_timeout_ticks;
+        cfg.heartbeat_interval_ticks = opts.heartbeat_interval_ticks;
+        cfg.applied = kv.applied();
+        cfg.max_msg_bytes = (opts.frame_bytes_max as u64 / 4).max(1);
+        cfg.max_inflight_bytes = cfg.max_msg_bytes * 8;
+        // Entropy for election jitter is chosen here, in the I/O layer; the core stays pure.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ request_id_base(node_id, shard);
+        let node = RawNode::new(&cfg, storage, seed).map_err(|e| format!("raft: {e}"))?;
+
+        let mut tcfg = TransportConfig::new(cluster_id, node_id, shard as u32, listen_addr);
+        tcfg.frame_bytes_max = opts.frame_bytes_max;
+        tcfg.send_queue_bytes_max = tcfg.send_queue_bytes_max.max(opts.frame_bytes_max * 2);
+        tcfg.accept_unknown_nodes = true;
+        let transport =
+            PeerTransport::new(tcfg).map_err(|e| format!("peer listener {listen_addr}: {e}"))?;
+        let (kick, kicked) = flume::bounded(1);
+        let group = Rc::new(Group {
+            shard,
+            node_id,
+            node: RefCell::new(node),
+            log,
+            snapshot_index: Cell::new(snapshot.map_or(0, |s| s.0)),
+            kv: RefCell::new(kv),
+            transport: Rc::new(transport),
+            proposals: RefCell::new(HashMap::new()),
+            next_request_id: Cell::new(request_id_base(node_id, shard)),
+            reads_unissued: RefCell::new(Vec::new()),
+            reads_issued: RefCell::new(HashMap::new()),
+            next_read_ctx: Cell::new(0),
+            reads_applying: RefCell::new(BTreeMap::new()),
+            leader: Cell::new(0),
+            removed: Cell::new(false),
+            members: RefCell::new(peers.clone()),
+            kick,
+            kicked,
+            opts,
+        });
+        for (id, m) in peers {
+            group.set_peer(*id, m);
+        }
+        Ok(group)
+    }
+
+    fn set_peer(&self, id: u64, m: &MemberAddrs) {
+        if id == self.node_id {
+            return;
+        }
+        match m.peer_addr.parse::<SocketAddr>() {
+            Ok(mut addr) => {
+                addr.set_port(addr.port().saturating_add(self.shard as u16));
+                if let Err(e) = self.transport.set_peer(id, addr) {
+                    warn!(shard = self.shard, id, %e, "cannot register peer");
+                }
+            }
+            Err(_) => {
+                warn!(shard = self.shard, id, addr = %m.peer_addr, "member has an unparsable peer address")
+            }
+        }
+    }
+
+    /// Starts the ticker, receiver and driver tasks on the current (shard) runtime.
+    pub fn start(self: &Rc<Self>) {
+        let g = self.clone();
+        monoio::spawn(async move { g.ticker().await });
+        let g = self.clone();
+        monoio::spawn(async move { g.receiver().await });
+        let g = self.clone();
+        monoio::spawn(async move { g.driver().await });
+        // A single-member group can elect itself at once instead of waiting a timeout.
+        let voters = self.node.borrow().conf_state().voters.clone();
+        if voters == [self.node_id] {
+            self.node.borrow_mut().campaign();
+            self.kick();
+        }
+    }
+
+    /// Whether messages from `id` are accepted. A node that is not (yet) in its own
+    /// configuration, such as a joiner that has not replicated its addition, accepts all:
+    /// the leader that is catching it up is not in its configuration either.
+    fn is_member(&self, id: u64) -> bool {
+        let node = self.node.borrow();
+        let cs = node.conf_state();
+        let has = |n: u64| cs.voters.contains(&n) || cs.learners.contains(&n);
+        !has(self.node_id) || has(id)
+    }
+
+    fn kick(&self) {
+        let _ = self.kick.try_send(());
+    }
+
+    async fn ticker(self: Rc<Self>) {
+        let tick = Duration::from_millis(self.opts.tick_ms);
+        let mut ticks: u64 = 0;
+        loop {
+            monoio::time::sleep(tick).await;
+            if self.transport.is_closed() {
+                return;
+            }
+            self.node.borrow_mut().tick();
+            ticks += 1;
+            if ticks % LEARNER_CHECK_TICKS == 0 {
+                self.promote_caught_up_learners();
+            }
+            self.kick();
+        }
+    }
+
+    /// A learner becomes a voter once it is within `LEARNER_CAUGHT_UP_ENTRIES` of the
+    /// leader's log, so adding a member never lowers availability while it catches up.
+    fn promote_caught_up_learners(&self) {
+        let st = self.node.borrow().status();
+        if st.role != Role::Leader {
+            return;
+        }
+        for p in st
+            .progress
+            .iter()
+            .filter(|p| p.is_learner && p.recent_active)
+        {
+            if p.matched + LEARNER_CAUGHT_UP_ENTRIES >= st.last_index {
+                let cc = ConfChange {
+                    kind: ConfChangeKind::PromoteLearner,
+                    node_id: p.id,
+                    context: vec![],
+                };
+                // Refused while another change is pending; the next check retries.
+                if self.node.borrow_mut().propose_conf_change(cc).is_ok() {
+                    info!(
+                        shard = self.shard,
+                        node = p.id,
+                        "promoting caught-up learner to voter"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn receiver(self: Rc<Self>) {
+        while let Some((from, frame)) = self.transport.recv().await {
+            if frame.kind != FrameKind::Raft {
+                warn!(shard = self.shard, from, kind = ?frame.kind, "unexpected frame kind on the raft transport");
+                continue;
+            }
+            match frame.decode::<Message>() {
+                Ok(msg) if msg.from == from && !self.is_member(from) => {
+                    // A removed node must not keep serving through us (forwarded proposals,
+                    // read indexes). Dropping is always safe in raft: it is a lost message.
+                    tracing::debug!(shard = self.shard, from, kind = ?msg.kind, "message from a non-member dropped");
+                }
+                Ok(msg) if msg.from == from => {
+                    if let Err(e) = self.node.borrow_mut().step(msg) {
+                        tracing::debug!(shard = self.shard, from, %e, "message not stepped");
+                    }
+                    self.kick();
+                }
+                Ok(msg) => warn!(
+                    shard = self.shard,
+                    from,
+                    claimed = msg.from,
+                    "raft message claims another sender; dropped"
+                ),
+                Err(e) => warn!(shard = self.shard, from, %e, "undecodable raft message; dropped"),
+            }
+        }
+    }
+
+    async fn driver(self: Rc<Self>) {
+        while self.kicked.recv_async().await.is_ok() {
+            self.issue_reads();
+            // Bounded per wake-up: the ticker's next kick resumes any remainder.
+            for _ in 0..64 {
+                if !self.node.borrow().has_ready() {
+                    break;
+                }
+                self.handle_ready().await;
+            }
+        }
+    }
+
+    fn send_all(&self, msgs: Vec<Message>) {
+        for m in msgs {
+            let to = m.to;
+            match self.transport.send_message(to, FrameKind::Raft, &m) {
+                Ok(()) | Err(SendError::QueueFull { .. }) => {}
+                Err(SendError::UnknownPeer { .. }) => self.node.borrow_mut().report_unreachable(to),
+                Err(e) => warn!(shard = self.shard, to, %e, "raft message not sent"),
+            }
+        }
+    }
+
+    /// A log failure means acknowledged state may not be on disk: crash rather than go on.
+    fn fatal(&self, what: &str, e: impl std::fmt::Display) -> ! {
+        error!(shard = self.shard, "fatal: {what}: {e}");
+        eprintln!("mast: fatal: shard {}: {what}: {e}", self.shard);
+        std::process::abort();
+    }
+
+    async fn handle_ready(&self) {
+        let mut rd = self.node.borrow_mut().ready();
+        if let Some(ss) = &rd.soft_state {
+            let was = self.leader.replace(ss.leader);
+            if was != ss.leader {
+                info!(shard = self.shard, leader = ss.leader, role = ?ss.role, "leader changed");
+            }
+        }
+        self.send_all(std::mem::take(&mut rd.messages));
+
+        if let Some(snap) = rd.snapshot.take() {
+            self.install_snapshot(snap).await;
+        }
+        let mut durable = Vec::with_capacity(2);
+        if let Some(first) = rd.entries.first() {
+            if first.index <= self.log.last_index() {
+                match self.log.truncate_suffix(first.index) {
+                    Ok(d) => durable.push(d),
+                    Err(e) => self.fatal("log truncate", e),
+                }
+            }
+            let records: Vec<EntryRecord> = rd.entries.iter().map(entry_to_record).collect();
+            match self.log.append(&records) {
+                Ok(d) => durable.push(d),
+                Err(e) => self.fatal("log append", e),
+            }
+        }
+        if let Some(hs) = rd.hard_state {
+            let hs = mast_log::HardState {
+                term: hs.term,
+                vote: hs.vote,
+                commit: hs.commit,
+            };
+            match self.log.save_hard_state(hs) {
+                Ok(d) => durable.push(d),
+                Err(e) => self.fatal("hard state", e),
+            }
+        }
+        for d in durable {
+            if let Err(e) = d.await {
+                self.fatal("log fsync", e);
+            }
+        }
+        self.send_all(std::mem::take(&mut rd.persisted_messages));
+        let committed = std::mem::take(&mut rd.committed_entries);
+        let read_states = std::mem::take(&mut rd.read_states);
+        self.apply(committed);
+        self.complete_read_states(read_states);
+        self.node.borrow_mut().advance(rd);
+        self.maybe_snapshot().await;
+    }
+
+    async fn install_snapshot(&self, snap: Snapshot) {
+        let index = snap.meta.index;
+        let kv = match KvState::restore(&snap.data) {
+            Ok(kv) => kv,
+            // The leader's snapshot is validated before use; a bad one is not installed
+            // (raft will retry), and the entries it covers are never applied from it.
+            Err(e) => {
+                error!(shard = self.shard, index, %e, "refusing an invalid snapshot from the leader");
+                return;
+            }
+        };
+        let meta = mast_log::SnapshotMeta {
+            index,
+            term: snap.meta.term,
+            extra: encode_conf(&snap.meta.conf_state),
+        };
+        if let Err(e) = self.log.save_snapshot(meta, Bytes::from(snap.data)).await {
+            self.fatal("snapshot save", e);
+        }
+        match self.log.reset(index, snap.meta.term) {
+            Ok(d) => {
+                if let Err(e) = d.await {
+                    self.fatal("log reset", e);
+                }
+            }
+            Err(e) => self.fatal("log reset", e),
+        }
+        *self.kv.borrow_mut() = kv;
+        self.snapshot_index.set(index);
+        info!(
+            shard = self.shard,
+            index, "installed snapshot from the leader"
+        );
+        self.wake_reads_applied();
+    }
+
+    fn apply(&self, entries: Vec<Entry>) {
+        for e in entries {
+            match e.kind {
+                EntryKind::Normal if e.data.is_empty() => self.kv.borrow_mut().skip(e.index),
+                EntryKind::Normal => match Proposal::decode(&e.data) {
+                    Ok(p) => {
+                        let outcome = self.kv.borrow_mut().apply(e.index, &p.command);
+                        if let Some(w) = self.proposals.borrow_mut().remove(&p.request_id) {
+                            let _ = w.send(outcome);
+                        }
+                    }
+                    // Every replica skips the same undecodable entry, so they stay equal.
+                    Err(err) => {
+                        error!(shard = self.shard, index = e.index, %err, "undecodable entry skipped");
+                        self.kv.borrow_mut().skip(e.index);
+                    }
+                },
+                EntryKind::ConfChange => {
+                    self.kv.borrow_mut().skip(e.index);
+                    match ConfChange::decode(&e.data) {
+                        Ok(cc) => self.apply_conf_change(&cc),
+                        Err(err) => {
+                            error!(shard = self.shard, index = e.index, %err, "undecodable membership change")
+                        }
+                    }
+                }
+            }
+        }
+        self.wake_reads_applied();
+    }
+
+    fn apply_conf_change(&self, cc: &ConfChange) {
+        let cs = self.node.borrow_mut().apply_conf_change(cc);
+        match cc.kind {
+            ConfChangeKind::RemoveNode => {
+                self.members.borrow_mut().remove(&cc.node_id);
+                if cc.node_id == self.node_id {
+                    warn!(shard = self.shard, "this node was removed from the group");
+                    self.removed.set(true);
+                } else {
+                    self.transport.remove_peer(cc.node_id);
+                }
+            }
+            _ => {
+                let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(cc.context.len());
+                aligned.extend_from_slice(&cc.context);
+                if let Ok(addrs) = rkyv::from_bytes::<MemberAddrs, rkyv::rancor::Error>(&aligned) {
+                    self.set_peer(cc.node_id, &addrs);
+                    self.members.borrow_mut().insert(cc.node_id, addrs);
+                }
+            }
+        }
+        info!(shard = self.shard, change = ?cc.kind, node = cc.node_id, voters = ?cs.voters, learners = ?cs.learners, "membership changed");
+    }
+
+    async fn maybe_snapshot(&self) {
+        let applied = self.kv.borrow().applied();
+        if applied < self.snapshot_index.get() + self.opts.snapshot_every_entries {
+            return;
+        }
+        let Some(term) = self.node.borrow().term_at(applied) else {
+            return;
+        };
+        let data = self.kv.borrow().snapshot();
+        let conf = self.node.borrow().applied_conf_state().clone();
+        let meta = mast_log::SnapshotMeta {
+            index: applied,
+            term,
+            extra: encode_conf(&conf),
+        };
+        if let Err(e) = self.log.save_snapshot(meta, Bytes::from(data)).await {
+            self.fatal("snapshot save", e);
+        }
+        self.snapshot_index.set(applied);
+        let upto = applied.saturating_sub(self.opts.retained_entries);
+        if upto >= self.log.first_index() {
+            if let Err(e) = self.log.compact(upto) {
+                self.fatal("log compact", e);
+            }
+        }
+        info!(
+            shard = self.shard,
+            index = applied,
+            "snapshot taken, log compacted"
+        );
+    }
+
+    fn issue_reads(&self) {
+        let batch = std::mem::take(&mut *self.reads_unissued.borrow_mut());
+        if batch.is_empty() {
+            return;
+        }
+        let ctx = self.next_read_ctx.get() + 1;
+        self.next_read_ctx.set(ctx);
+        match self
+            .node
+            .borrow_mut()
+            .read_index(ctx.to_le_bytes().to_vec())
+        {
+            Ok(()) => {
+                self.reads_issued.borrow_mut().insert(ctx, batch);
+            }
+            Err(e) => {
+                let err = match self.leader.get() {
+                    0 => GroupError::NoLeader { leader_hint: 0 },
+                    _ => GroupError::Refused(e.to_string()),
+                };
+                for w in batch {
+                    let _ = w.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    fn complete_read_states(&self, states: Vec<ReadState>) {
+        for rs in states {
+            let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()).map(u64::from_le_bytes)
+            else {
+                continue;
+            };
+            let Some(waiters) = self.reads_issued.borrow_mut().remove(&ctx) else {
+                continue;
+            };
+            self.reads_applying
+                .borrow_mut()
+                .entry(rs.index)
+                .or_default()
+                .extend(waiters);
+        }
+        self.wake_reads_applied();
+    }
+
+    fn wake_reads_applied(&self) {
+        let applied = self.kv.borrow().applied();
+        let mut ready = Vec::new();
+        {
+            let mut waiting = self.reads_applying.borrow_mut();
+            while let Some(entry) = waiting.first_entry() {
+                if *entry.key() > applied {
+                    break;
+                }
+                ready.extend(entry.remove());
+            }
+        }
+        for w in ready {
+            let _ = w.send(Ok(()));
+        }
+    }
+
+    fn check_serving(&self) -> Result<(), GroupError> {
+        if self.removed.get() {
+            return Err(GroupError::Removed);
+        }
+        if self.leader.get() == 0 {
+            return Err(GroupError::NoLeader { leader_hint: 0 });
+        }
+        Ok(())
+    }
+
+    async fn wait<T>(&self, rx: oneshot::Receiver<T>) -> Result<T, GroupError> {
+        match monoio::time::timeout(Duration::from_millis(self.opts.request_timeout_ms), rx).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) | Err(_) => Err(GroupError::Timeout),
+        }
+    }
+
+    /// Proposes `command` and waits until it is committed and applied here.
+    pub async fn propose(&self, command: Command) -> Result<Outcome, GroupError> {
+        self.check_serving()?;
+        if self.proposals.borrow().len() >= self.opts.pending_proposals_max {
+            return Err(GroupError::Overloaded);
+        }
+        let request_id = self.next_request_id.get().wrapping_add(1);
+        self.next_request_id.set(request_id);
+        let data = Proposal {
+            request_id,
+            command,
+        }
+        .encode();
+        let (tx, rx) = oneshot::channel();
+        if let Err(e) = self.node.borrow_mut().propose(data) {
+            return Err(match self.leader.get() {
+                0 => GroupError::NoLeader { leader_hint: 0 },
+                _ => GroupError::Refused(e.to_string()),
+            });
+        }
+        self.proposals.borrow_mut().insert(request_id, tx);
+        self.kick();
+        let r = self.wait(rx).await;
+        if r.is_err() {
+            self.proposals.borrow_mut().remove(&request_id);
+        }
+        r
+    }
+
+    /// Waits until this replica has applied everything committed before the call
+    /// (ReadIndex): a read after it is linearizable.
+    pub async fn read_barrier(&self) -> Result<(), GroupError> {
+        self.check_serving()?;
+        if self.reads_unissued.borrow().len() >= self.opts.pending_reads_max {
+            return Err(GroupError::Overloaded);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.reads_unissued.borrow_mut().push(tx);
+        self.kick();
+        self.wait(rx).await?
+    }
+
+    /// Proposes a membership change.
+    pub async fn change_membership(&self, cc: ConfChange) -> Result<(), GroupError> {
+        self.check_serving()?;
+        let target = self.node.borrow().last_index() + 1;
+        self.node
+            .borrow_mut()
+            .propose_conf_change(cc)
+            .map_err(|e| GroupError::Refused(e.to_string()))?;
+        self.kick();
+        // Done when the change's entry has applied here (a read barrier past it).
+        let deadline =
+            std::time::Instant::now() + Duration::from_millis(self.opts.request_timeout_ms);
+        while self.kv.borrow().applied() < target {
+            if std::time::Instant::now() > deadline {
+                return Err(GroupError::Timeout);
+            }
+            monoio::time::sleep(Duration::from_millis(self.opts.tick_ms)).await;
+        }
+        Ok(())
+    }
+
+    pub fn transfer_leader(&self, to: u64) -> Result<(), GroupError> {
+        self.node
+            .borrow_mut()
+            .transfer_leader(to)
+            .map_err(|e| GroupError::Refused(e.to_string()))?;
+        self.kick();
+        Ok(())
+    }
+
+    pub fn kv(&self) -> std::cell::Ref<'_, KvState> {
+        self.kv.borrow()
+    }
+
+    pub fn leader(&self) -> u64 {
+        self.leader.get()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.node.borrow().role() == Role::Leader
+    }
+
+    pub fn members(&self) -> BTreeMap<u64, MemberAddrs> {
+        self.members.borrow().clone()
+    }
+
+    pub fn raft_status(&self) -> Status {
+        self.node.borrow().status()
+    }
+
+    pub fn status(&self) -> GroupStatus {
+        let st = self.node.borrow().status();
+        let kv = self.kv.borrow();
+        GroupStatus {
+            leader: st.leader,
+            role: match st.role {
+                Role::Leader => "leader",
+                Role::Candidate => "candidate",
+                Role::PreCandidate => "pre_candidate",
+                Role::Follower => "follower",
+            },
+            term: st.term,
+            commit: st.commit,
+            applied: kv.applied(),
+            first_index: st.first_index,
+            last_index: st.last_index,
+            snapshot_index: self.snapshot_index.get(),
+            voters: st.conf_state.voters.clone(),
+            learners: st.conf_state.learners.clone(),
+            keys: kv.len(),
+            progress: st
+                .progress
+                .iter()
+                .map(|p| ProgressView {
+                    id: p.id,
+                    matched: p.matched,
+                    next: p.next,
+                    state: format!("{:?}", p.state).to_lowercase(),
+                    lag_entries: st.last_index.saturating_sub(p.matched),
+                    recent_active: p.recent_active,
+                    learner: p.is_learner,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn transport_stats(&self) -> mast_wire::TransportStats {
+        self.transport.stats()
+    }
+
+    pub fn close(&self) {
+        self.transport.close();
+    }
+}
