@@ -21,6 +21,7 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 VALUE_SIZE=${VALUE_SIZE:-64}
 KEYS=${KEYS:-10000}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+MAST_RUN=""
 MAST_BIN=${MAST_BIN:-$TARGET_DIR/release/mast}
 LOAD_BIN=${LOAD_BIN:-$TARGET_DIR/release/mast-load}
 DATE=$(date -u +%Y-%m-%d)
@@ -116,12 +117,12 @@ start_mast() {
         members+="${members:+,}$i=127.0.0.1:$((BASE_PORT + 20 + i))/127.0.0.1:$((BASE_PORT + 10 + i))"
     done
     for i in $(seq 1 "$n"); do
-        local dir="$RUN_DIR/mast-a$ATTEMPT-$i"
+        local dir="$RUN_DIR/m-a$ATTEMPT-$i"
         mkdir -p "$dir/data"
         local args=(server --id "$i" --data-dir "$dir/data" --http-addr "127.0.0.1:$((BASE_PORT + 10 + i))"
             --peer-addr "127.0.0.1:$((BASE_PORT + 20 + i))" --shards 1)
         [ "$n" -gt 1 ] && args+=(--members "$members")
-        taskset -c "$SERVER_CPU" "$MAST_BIN" "${args[@]}" >"$dir/out.log" 2>&1 &
+        taskset -c "$SERVER_CPU" "$MAST_RUN" "${args[@]}" >"$dir/out.log" 2>&1 &
         PIDS+=($!)
     done
     for i in $(seq 1 "$n"); do wait_http "http://127.0.0.1:$((BASE_PORT + 10 + i))/healthz"; done
@@ -317,6 +318,7 @@ write_result() {
         echo
         summarize_md "$scenario" "$rows"
         echo
+        echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
         echo "Latency is mast-load's coordinated-omission-corrected latency (wrk: its own p99)."
         echo "Server CPU is the user+system time of the server processes during the load (mast-load:"
         echo "warm-up included, so ops per CPU-second counts warm-up requests too). It is less sensitive"
@@ -357,7 +359,7 @@ attempt() {
             log "$group $sys: $row"
             return 0
         fi
-        log "$group $sys: measurement failed or a server exited (try $try); server logs in $RUN_DIR/*-a$ATTEMPT*"
+        log "$group $sys: measurement failed or a server exited (try $try); server logs in $RUN_DIR/*-a$ATTEMPT-*"
         stop_all
     done
     die "$group $sys failed twice"
@@ -470,8 +472,13 @@ main() {
     fi
     [ -x "$LOAD_BIN" ] || die "no mast-load at $LOAD_BIN"
     [ -x "$MAST_BIN" ] || die "no mast at $MAST_BIN"
-    mkdir -p "$RUN_DIR"
+    mkdir -p "$RUN_DIR/bin"
     log "run dir $RUN_DIR"
+    # The machine is shared, and other jobs have been seen stopping every process whose command
+    # line mentions "mast". A copy under a neutral name (and neutral data paths) keeps them
+    # from ending a measurement half-way.
+    MAST_RUN="$RUN_DIR/bin/mnode"
+    cp "$MAST_BIN" "$MAST_RUN"
     local s
     for s in "${scenarios[@]}"; do
         case $s in

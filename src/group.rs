@@ -296,6 +296,8 @@ pub struct Group {
     /// Proposals by request id, completed when their entry applies.
     proposals: RefCell<HashMap<u64, oneshot::Sender<Outcome>>>,
     next_request_id: Cell<u64>,
+    /// Differs on every start of the process; see [`Proposal`].
+    boot: u64,
     /// Reads that have not asked for a read index yet.
     reads_unissued: RefCell<Vec<ReadWaiter>>,
     /// Reads by the read-index context they were issued under.
@@ -312,25 +314,44 @@ pub struct Group {
     kicked: flume::Receiver<()>,
 }
 
-/// Shard-local numbering for request ids: proposals from different nodes and shards never
-/// collide because the node id and shard are folded into the high bits.
-fn request_id_base(node_id: u64, shard: usize) -> u64 {
-    (node_id << 40) ^ ((shard as u64) << 32)
+/// A value that differs between starts of the process (time and pid).
+fn boot_nonce() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 40)
+}
+
+/// Where a replica sits: which shard of which node of which cluster, and where it listens.
+#[derive(Debug, Clone)]
+pub struct ReplicaId {
+    pub shard: usize,
+    pub node_id: u64,
+    pub cluster_id: u64,
+    /// This shard's peer listener.
+    pub listen_addr: SocketAddr,
+    /// This shard's data directory (log, hard state, snapshots).
+    pub dir: std::path::PathBuf,
 }
 
 impl Group {
-    /// Opens the shard's log under `dir`, restores the newest snapshot, and builds the raft
-    /// core. `bootstrap` is the initial membership, used only when the log is brand new.
+    /// Opens the shard's log, restores the newest snapshot, and builds the raft core.
+    /// `peers` are the members known at first start; with `bootstrap_voters` they become the
+    /// initial membership when the log is brand new.
     pub async fn open(
-        shard: usize,
-        node_id: u64,
-        cluster_id: u64,
-        dir: &std::path::Path,
-        listen_addr: SocketAddr,
+        id: ReplicaId,
         peers: &BTreeMap<u64, MemberAddrs>,
         bootstrap_voters: bool,
         opts: GroupOptions,
     ) -> Result<Rc<Group>, String> {
+        let ReplicaId {
+            shard,
+            node_id,
+            cluster_id,
+            listen_addr,
+            dir,
+        } = id;
+        let dir = dir.as_path();
         let (log, recovered) =
             Log::open(dir, opts.log.clone()).map_err(|e| format!("log {}: {e}", dir.display()))?;
         if let Some(t) = &recovered.truncated_tail {
@@ -386,7 +407,8 @@ impl Group {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
-            ^ request_id_base(node_id, shard);
+            ^ (node_id << 32)
+            ^ shard as u64;
         let node = RawNode::new(&cfg, storage, seed).map_err(|e| format!("raft: {e}"))?;
 
         let mut tcfg = TransportConfig::new(cluster_id, node_id, shard as u32, listen_addr);
@@ -405,7 +427,8 @@ impl Group {
             kv: RefCell::new(kv),
             transport: Rc::new(transport),
             proposals: RefCell::new(HashMap::new()),
-            next_request_id: Cell::new(request_id_base(node_id, shard)),
+            next_request_id: Cell::new(0),
+            boot: boot_nonce(),
             reads_unissued: RefCell::new(Vec::new()),
             reads_issued: RefCell::new(HashMap::new()),
             next_read_ctx: Cell::new(0),
@@ -673,8 +696,10 @@ impl Group {
                 EntryKind::Normal => match Proposal::decode(&e.data) {
                     Ok(p) => {
                         let outcome = self.kv.borrow_mut().apply(e.index, &p.command);
-                        if let Some(w) = self.proposals.borrow_mut().remove(&p.request_id) {
-                            let _ = w.send(outcome);
+                        if p.proposer == self.node_id && p.boot == self.boot {
+                            if let Some(w) = self.proposals.borrow_mut().remove(&p.request_id) {
+                                let _ = w.send(outcome);
+                            }
                         }
                     }
                     // Every replica skips the same undecodable entry, so they stay equal.
@@ -841,6 +866,8 @@ impl Group {
         let request_id = self.next_request_id.get().wrapping_add(1);
         self.next_request_id.set(request_id);
         let data = Proposal {
+            proposer: self.node_id,
+            boot: self.boot,
             request_id,
             command,
         }
@@ -962,6 +989,21 @@ impl Group {
 
     pub fn transport_stats(&self) -> mast_wire::TransportStats {
         self.transport.stats()
+    }
+
+    /// Whether `id` is a voter this leader has heard from recently and that has the whole
+    /// log: a transfer to it completes quickly instead of stalling writes.
+    pub fn is_healthy_voter(&self, id: u64) -> bool {
+        let st = self.node.borrow().status();
+        st.conf_state.voters.contains(&id)
+            && st
+                .progress
+                .iter()
+                .any(|p| p.id == id && p.recent_active && p.matched >= st.commit)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.transport.is_closed()
     }
 
     pub fn close(&self) {

@@ -36,9 +36,13 @@ pub enum Command {
     },
 }
 
-/// The raft entry payload: a command and the id its proposer waits on.
+/// The raft entry payload: a command and who waits on it. Only the proposing process
+/// (node id and boot nonce both match) completes a waiter, so an entry replayed after a
+/// restart, or proposed by another node, can never answer a request it did not carry.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Proposal {
+    pub proposer: u64,
+    pub boot: u64,
     pub request_id: u64,
     pub command: Command,
 }
@@ -359,7 +363,7 @@ mod tests {
 
         #[test]
         fn proposals_round_trip(id in any::<u64>(), c in command()) {
-            let p = Proposal { request_id: id, command: c };
+            let p = Proposal { proposer: id ^ 1, boot: id.rotate_left(7), request_id: id, command: c };
             prop_assert_eq!(Proposal::decode(&p.encode()).unwrap(), p);
         }
 

@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 use crate::admin;
 use crate::cluster::{self, ClusterIdentity};
 use crate::config::{allowed_cpus, Member, ServerConfig};
-use crate::group::{Group, GroupOptions, MemberAddrs};
+use crate::group::{Group, GroupOptions, MemberAddrs, ReplicaId};
 use crate::runtime::{pin_current_thread, run_on_runtime, Driver, Mesh};
 
 /// Inbound cross-shard jobs a shard queues before callers wait (backpressure).
@@ -249,6 +249,7 @@ fn shard_thread(
             monoio::spawn(async move { mesh.serve_jobs(shard, ctx).await })
         };
         let _ = events.send(Event::ShardListening(shard));
+        monoio::spawn(leader_affinity(ctx.clone()));
         let router = admin::router(ctx.clone());
         let router = crate::kv_api::routes(router, ctx.clone());
         let router = Rc::new(crate::cluster_api::routes(router, ctx.clone()));
@@ -275,6 +276,42 @@ fn shard_thread(
     }
 }
 
+/// How often a shard's leader checks that it leads where shard 0's leader is.
+const LEADER_AFFINITY_CHECK_MS: u64 = 1_000;
+
+/// Leader affinity: in steady state one node leads every shard (the CubeFS "master leader"),
+/// so each shard's leader hands over to the node leading shard 0 when that node is a healthy
+/// voter of this shard too. Runs until the shard's transport closes.
+async fn leader_affinity(me: Rc<Shard>) {
+    if me.id == 0 {
+        return;
+    }
+    loop {
+        monoio::time::sleep(Duration::from_millis(LEADER_AFFINITY_CHECK_MS)).await;
+        if me.group.is_closed() {
+            return;
+        }
+        if !me.group.is_leader() {
+            continue;
+        }
+        let Ok(leader0) = me
+            .mesh
+            .submit_to(0, |s: Rc<Shard>| async move { s.group.leader() })
+            .await
+        else {
+            return;
+        };
+        if leader0 != 0 && leader0 != me.node.id && me.group.is_healthy_voter(leader0) {
+            info!(
+                shard = me.id,
+                to = leader0,
+                "leader affinity: handing leadership to shard 0's leader"
+            );
+            let _ = me.group.transfer_leader(leader0);
+        }
+    }
+}
+
 async fn open_group(shard: usize, node: &NodeInfo) -> Result<Rc<Group>, String> {
     let peers: std::collections::BTreeMap<u64, MemberAddrs> = node
         .cluster
@@ -291,12 +328,15 @@ async fn open_group(shard: usize, node: &NodeInfo) -> Result<Rc<Group>, String> 
         })
         .collect();
     let dir = node.data_dir.join(format!("shard-{shard}"));
-    Group::open(
+    let id = ReplicaId {
         shard,
-        node.id,
-        node.cluster.cluster_id,
-        &dir,
-        node.shard_peer_addrs[shard],
+        node_id: node.id,
+        cluster_id: node.cluster.cluster_id,
+        listen_addr: node.shard_peer_addrs[shard],
+        dir,
+    };
+    Group::open(
+        id,
         &peers,
         node.cluster.bootstrap,
         node.group_options.clone(),

@@ -289,10 +289,7 @@ fn random_linearizable_history(rng: &mut StdRng, clients: usize, ops: usize) -> 
                 if applies {
                     state = Some(v.clone());
                 }
-                (
-                    Input::Cas { expected, new: v },
-                    Output::CasResult(applies),
-                )
+                (Input::Cas { expected, new: v }, Output::CasResult(applies))
             }
         };
         let unknown = !matches!(input, Input::Get) && rng.gen_range(0..10) == 0;
@@ -320,7 +317,10 @@ fn linz_accepts_random_linearizable_histories_and_rejects_corrupted_ones() {
         let mut bad = h.clone();
         if let Some(r) = bad.iter_mut().find(|o| o.input == Input::Get) {
             r.output = read(Some("never-written"));
-            assert!(matches!(verdict(&bad), Verdict::Illegal { .. }), "round {round}");
+            assert!(
+                matches!(verdict(&bad), Verdict::Illegal { .. }),
+                "round {round}"
+            );
             corrupted_rejected += 1;
         }
     }
@@ -612,7 +612,8 @@ fn cluster_history_is_linearizable_under_kills_and_pauses() {
             })
             .expect("final read after healing");
             let ret = epoch.elapsed().as_nanos() as u64;
-            let value = (resp.status == 200).then(|| String::from_utf8_lossy(&resp.body).into_owned());
+            let value =
+                (resp.status == 200).then(|| String::from_utf8_lossy(&resp.body).into_owned());
             history.push(Operation {
                 client: CLIENTS + n,
                 key: key.to_string(),
@@ -645,7 +646,11 @@ fn cluster_history_is_linearizable_under_kills_and_pauses() {
     );
 
     let problems = linz::check_revisions(&history);
-    assert!(problems.is_empty(), "inconsistent revisions:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "inconsistent revisions:\n{}",
+        problems.join("\n")
+    );
 
     let started = Instant::now();
     let verdict = linz::check(&history).expect("the recorded history is well formed");

@@ -231,6 +231,48 @@ impl HttpClient {
     }
 }
 
+/// A request written on its own connection whose response has not been read yet: lets a test
+/// send to a paused server (the kernel accepts and buffers it) and read after resuming it.
+pub struct PendingRequest {
+    conn: BufReader<TcpStream>,
+    head_only: bool,
+}
+
+impl PendingRequest {
+    /// Connects and writes the whole request (with `connection: close`).
+    pub fn send(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        io_timeout: Duration,
+    ) -> Result<PendingRequest, HttpError> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .map_err(HttpError::Connect)?;
+        stream
+            .set_read_timeout(Some(io_timeout))
+            .and_then(|_| stream.set_write_timeout(Some(io_timeout)))
+            .map_err(HttpError::Connect)?;
+        let mut wire = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        wire.extend_from_slice(body);
+        let mut conn = BufReader::new(stream);
+        conn.get_mut().write_all(&wire).map_err(HttpError::Send)?;
+        Ok(PendingRequest {
+            conn,
+            head_only: method == "HEAD",
+        })
+    }
+
+    /// Reads the response (bounded by the timeout given to [`PendingRequest::send`]).
+    pub fn finish(mut self) -> Result<Response, HttpError> {
+        read_response(&mut self.conn, self.head_only).map(|(r, _)| r)
+    }
+}
+
 /// An idle keep-alive connection the server closed shows as readable with EOF; reusing it would
 /// turn a request the server never saw into an "unknown outcome", so it is replaced instead.
 fn peer_still_open(stream: &TcpStream) -> bool {
@@ -284,8 +326,7 @@ fn read_exact_body(r: &mut impl Read, n: usize, body: &mut Vec<u8>) -> Result<()
     }
     let start = body.len();
     body.resize(start + n, 0);
-    r.read_exact(&mut body[start..])
-        .map_err(HttpError::Receive)
+    r.read_exact(&mut body[start..]).map_err(HttpError::Receive)
 }
 
 /// Reads one response; also says whether the connection may carry another request.
@@ -432,7 +473,10 @@ mod tests {
     fn reads_content_length_and_chunked_bodies() {
         let (r, reuse) =
             parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: \"42\"\r\n\r\nhello").unwrap();
-        assert_eq!((r.status, r.body.as_slice(), reuse), (200, &b"hello"[..], true));
+        assert_eq!(
+            (r.status, r.body.as_slice(), reuse),
+            (200, &b"hello"[..], true)
+        );
         assert_eq!(r.etag_revision(), Some(42));
 
         let (r, _) = parse(
@@ -451,7 +495,10 @@ mod tests {
             parse(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhel"),
             Err(HttpError::Receive(_))
         ));
-        assert!(matches!(parse(b"SPDY 200\r\n\r\n"), Err(HttpError::Protocol(_))));
+        assert!(matches!(
+            parse(b"SPDY 200\r\n\r\n"),
+            Err(HttpError::Protocol(_))
+        ));
         assert!(matches!(
             parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
             Err(HttpError::Protocol(_))

@@ -91,9 +91,14 @@ pub enum Verdict {
     Linearizable,
     /// Some key's sub-history has no linearization. `explanation` lists the operations and
     /// the longest linearizable prefix found, for a human.
-    Illegal { key: String, explanation: String },
+    Illegal {
+        key: String,
+        explanation: String,
+    },
     /// The search hit its step limit on these keys before deciding (and no key was illegal).
-    Undecided { keys: Vec<String> },
+    Undecided {
+        keys: Vec<String>,
+    },
 }
 
 /// Search steps per key before giving up with [`Verdict::Undecided`].
@@ -151,12 +156,12 @@ fn validate(history: &[Operation]) -> Result<(), HistoryError> {
                 return Err(HistoryError(format!("returns before its call: {op}")));
             }
         }
-        let ok = match (&op.input, &op.output) {
-            (Input::Put(_) | Input::Delete, Output::Ok | Output::Unknown) => true,
-            (Input::Get, Output::Value(_)) => true,
-            (Input::Cas { .. }, Output::CasResult(_) | Output::Unknown) => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (&op.input, &op.output),
+            (Input::Put(_) | Input::Delete, Output::Ok | Output::Unknown)
+                | (Input::Get, Output::Value(_))
+                | (Input::Cas { .. }, Output::CasResult(_) | Output::Unknown)
+        );
         if !ok || (op.output == Output::Unknown) != op.ret.is_none() {
             return Err(HistoryError(format!(
                 "output does not fit the input (or unknown without ret=inf): {op}"

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod kv;
 pub mod linz;
 
 use std::collections::{BTreeMap, HashSet};
@@ -27,7 +28,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-pub use http::{encode_key, HttpClient, HttpError, Response};
+pub use http::{encode_key, HttpClient, Response};
 
 /// Path of the binary under test.
 pub const MAST_BIN: &str = env!("CARGO_BIN_EXE_mast");
@@ -279,7 +280,6 @@ impl Cluster {
     pub fn wait_healthy(&mut self, id: u64, deadline: Instant) -> Result<(), String> {
         let addr = self.http_addr(id);
         let mut client = HttpClient::new(addr, Duration::from_secs(2));
-        let mut last = String::from("no attempt");
         loop {
             if let Some(status) = self.reap(id) {
                 return Err(format!(
@@ -287,11 +287,11 @@ impl Cluster {
                     self.log_tail(id, LOG_TAIL_LINES)
                 ));
             }
-            match client.get("/healthz") {
+            let last = match client.get("/healthz") {
                 Ok(r) if r.status == 200 => return Ok(()),
-                Ok(r) => last = format!("GET /healthz -> {r}"),
-                Err(e) => last = format!("GET /healthz: {e}"),
-            }
+                Ok(r) => format!("GET /healthz -> {r}"),
+                Err(e) => format!("GET /healthz: {e}"),
+            };
             if Instant::now() >= deadline {
                 return Err(format!(
                     "node {id} at {addr} not healthy by the deadline (last: {last}); log tail:\n{}",
@@ -443,7 +443,9 @@ impl Cluster {
                 seen.insert(s.leader);
             }
             if seen.len() != 1 {
-                return Err(format!("shard {shard}: nodes disagree on the leader {seen:?}"));
+                return Err(format!(
+                    "shard {shard}: nodes disagree on the leader {seen:?}"
+                ));
             }
             let leader = seen.into_iter().next().unwrap_or(0);
             if leader == 0 {
@@ -453,7 +455,9 @@ impl Cluster {
                 .get(&leader)
                 .ok_or_else(|| format!("shard {shard}: leader {leader} is not a running node"))?;
             if own.shard(shard).map(|s| s.role.as_str()) != Some("leader") {
-                return Err(format!("shard {shard}: node {leader} does not say it leads"));
+                return Err(format!(
+                    "shard {shard}: node {leader} does not say it leads"
+                ));
             }
             leaders.push(leader);
         }
@@ -492,7 +496,9 @@ impl Cluster {
                 Err(e) => e,
             };
             if Instant::now() >= deadline {
-                return Err(format!("node {id} did not catch up within {timeout:?}: {last}"));
+                return Err(format!(
+                    "node {id} did not catch up within {timeout:?}: {last}"
+                ));
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -534,7 +540,7 @@ impl Drop for Cluster {
             self.dump_logs();
             if std::env::var_os("MAST_TEST_KEEP").is_some() {
                 if let Some(dir) = self.dir.take() {
-                    eprintln!("kept the cluster's files in {}", dir.into_path().display());
+                    eprintln!("kept the cluster's files in {}", dir.keep().display());
                 }
             } else {
                 eprintln!("(set MAST_TEST_KEEP=1 to keep the data dirs and full logs)");
@@ -765,10 +771,7 @@ pub fn kv_path(key: &str) -> String {
 
 /// Retries `f` until it returns `Ok` or the deadline passes; returns the last error then.
 /// For steps that may meet a transient 503 (no leader yet) or a leader change.
-pub fn retry<T>(
-    timeout: Duration,
-    mut f: impl FnMut() -> Result<T, String>,
-) -> Result<T, String> {
+pub fn retry<T>(timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> Result<T, String> {
     let deadline = Instant::now() + timeout;
     loop {
         match f() {

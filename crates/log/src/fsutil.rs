@@ -85,6 +85,50 @@ pub(crate) fn zero_range(file: &fs::File, from: u64, to: u64) -> io::Result<()> 
     Ok(())
 }
 
+/// Takes a shared `flock` on a file the writer submits io_uring writes to. The lock lives
+/// as long as the open file description, and an in-flight io_uring request keeps that alive
+/// even after the process dies, so a later `wait_until_unlocked` cannot return while a
+/// killed predecessor's write can still land.
+pub(crate) fn lock_shared(file: &fs::File) -> io::Result<()> {
+    // SAFETY: plain syscall on an owned, open descriptor.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Waits (bounded) until nobody holds a lock on `path`: the writes of a process that held
+/// it have all completed.
+pub(crate) fn wait_until_unlocked(path: &Path, timeout: std::time::Duration) -> Result<()> {
+    let f = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        // SAFETY: plain syscall on an owned, open descriptor; closing `f` releases it.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(Error::io(format!("locking {}", path.display()), e));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::io(
+                format!(
+                    "{} is still held by another writer (a previous process's I/O not yet finished, or a Log not closed)",
+                    path.display()
+                ),
+                e,
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// Starts background readahead of a whole file (best effort: errors are ignored, the
 /// following read simply does the work itself).
 pub(crate) fn advise_willneed(path: &Path) {

@@ -23,6 +23,9 @@ use crate::record::{decode_record, encode_record, record_bytes, Decoded, HEADER_
 use crate::scan::{self, TailTruncation};
 use crate::snapshot::{self, SnapshotMeta};
 
+/// How long `open` waits for a previous writer's in-flight I/O to finish.
+const PREDECESSOR_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One log entry as the raft core hands it over: its position and opaque payload (the
 /// rkyv-encoded entry, stored byte for byte).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,6 +253,11 @@ impl Log {
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let lock = lock_dir(&dir)?;
         remove_temp_files(&dir)?;
+        // Writes a killed predecessor left in flight must land before we look.
+        for (_, path) in scan::list_segments(&dir)? {
+            fsutil::wait_until_unlocked(&path, PREDECESSOR_WAIT)?;
+        }
+        fsutil::wait_until_unlocked(&dir.join(hardstate::FILE_NAME), PREDECESSOR_WAIT)?;
         if opts.direct_io {
             probe_direct_io(&dir)?;
         }
@@ -1210,6 +1218,16 @@ async fn writer_task(sh: Rc<Shared>) {
             }
         }
     }
+    // Close explicitly so the files (and their locks) are released before `close()`
+    // returns, not whenever the runtime gets to a background close.
+    for (_, f) in files.segs.drain() {
+        if let Ok(f) = Rc::try_unwrap(f) {
+            let _ = f.close().await;
+        }
+    }
+    if let Some(f) = files.hardstate.take() {
+        let _ = f.close().await;
+    }
     sh.writer_exited.set(true);
     sh.wake_waiters();
     for w in sh.exit_waiters.borrow_mut().drain(..) {
@@ -1245,6 +1263,8 @@ fn open_segment_for_write(
         fsutil::preallocate(&f, capacity)
             .map_err(|e| Error::Fatal(format!("preallocating {}: {e}", path.display())))?;
     }
+    fsutil::lock_shared(&f)
+        .map_err(|e| Error::Fatal(format!("locking {}: {e}", path.display())))?;
     Ok(f)
 }
 
@@ -1345,7 +1365,11 @@ async fn run_op(sh: &Shared, files: &mut WriterFiles, op: Op) -> Result<()> {
         }
         Op::Delete { paths, .. } => {
             for (first, path) in &paths {
-                files.segs.remove(first);
+                if let Some(f) = files.segs.remove(first) {
+                    if let Ok(f) = Rc::try_unwrap(f) {
+                        let _ = f.close().await;
+                    }
+                }
                 match fs::remove_file(path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -1366,6 +1390,8 @@ async fn run_op(sh: &Shared, files: &mut WriterFiles, op: Op) -> Result<()> {
                     .write(true)
                     .open(&path)
                     .map_err(|e| Error::Fatal(format!("opening {}: {e}", path.display())))?;
+                fsutil::lock_shared(&f)
+                    .map_err(|e| Error::Fatal(format!("locking {}: {e}", path.display())))?;
                 files.hardstate =
                     Some(monoio::fs::File::from_std(f).map_err(|e| {
                         Error::Fatal(format!("registering {}: {e}", path.display()))

@@ -211,3 +211,42 @@ fn damaged_hard_state_falls_back_to_the_other_slot_or_refuses() {
     flip(&hs, 4096 + 20);
     expect_corrupt(Log::open(dir.path(), opts), &hs, 0);
 }
+
+#[test]
+fn damaged_newest_snapshot_falls_back_to_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = build(dir.path());
+    block_on(async {
+        let (log, _) = Log::open(dir.path(), opts.clone()).unwrap();
+        for idx in [100u64, 200] {
+            let meta = mast_log::SnapshotMeta {
+                index: idx,
+                term: 1,
+                extra: vec![],
+            };
+            log.save_snapshot(meta, bytes::Bytes::from(vec![idx as u8; 1000]))
+                .await
+                .unwrap();
+        }
+        log.close().await.unwrap();
+    });
+    flip(&dir.path().join(format!("{:020}.snap", 200)), 500);
+    let (log, rec) = Log::open(dir.path(), opts).unwrap();
+    assert_eq!(rec.snapshot.map(|m| m.index), Some(100));
+    let (meta, data) = log.load_latest_snapshot().unwrap().unwrap();
+    assert_eq!((meta.index, data), (100, vec![100u8; 1000]));
+}
+
+#[test]
+fn recovery_modes_parse_by_name() {
+    assert_eq!(
+        "tolerate-tail".parse::<RecoveryMode>().unwrap(),
+        RecoveryMode::TolerateTail
+    );
+    assert_eq!(
+        "strict".parse::<RecoveryMode>().unwrap(),
+        RecoveryMode::Strict
+    );
+    assert!("lenient".parse::<RecoveryMode>().is_err());
+    assert_eq!(RecoveryMode::default(), RecoveryMode::TolerateTail);
+}

@@ -126,6 +126,12 @@ fn verify(
 ) -> BTreeMap<u64, u64> {
     let ctx = format!("seed {seed} iteration {iter}");
     let (log, rec) = Log::open(dir, opts()).unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
+    if std::env::var("MAST_LOG_CRASH_VERBOSE").is_ok() {
+        println!(
+            "  recovered last {} truncated {:?}",
+            rec.last_index, rec.truncated_tail
+        );
+    }
     let mut now = BTreeMap::new();
     let lo = log.first_index();
     let hi = log.last_index() + 1;

@@ -76,7 +76,13 @@ impl<S: Storage> RaftLog<S> {
             return Ok(0);
         }
         if idx >= self.unstable.offset {
-            return Ok(self.unstable.entries[(idx - self.unstable.offset) as usize].term);
+            let pos = (idx - self.unstable.offset) as usize;
+            return match self.unstable.entries.get(pos) {
+                Some(e) => Ok(e.term),
+                // Storage holds more than the core handed out: only a misbehaving
+                // application gets here.
+                None => Err(StorageError::Unavailable),
+            };
         }
         if let Some(s) = &self.unstable.snapshot {
             if idx == s.meta.index {
@@ -126,7 +132,10 @@ impl<S: Storage> RaftLog<S> {
         let mut used: u64 = out.iter().map(Entry::size_bytes).sum();
         let start = (lo.max(off) - off) as usize;
         let end = (hi - off) as usize;
-        for e in &self.unstable.entries[start..end] {
+        let Some(tail) = self.unstable.entries.get(start..end) else {
+            return Err(StorageError::Unavailable);
+        };
+        for e in tail {
             let sz = e.size_bytes();
             if !out.is_empty() && used + sz > max_bytes {
                 break;

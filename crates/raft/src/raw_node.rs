@@ -639,14 +639,21 @@ impl<S: Storage> RawNode<S> {
                 MessageKind::Append | MessageKind::Heartbeat | MessageKind::Snapshot => {
                     self.become_follower(m.term, m.from)
                 }
+                MessageKind::Vote => {
+                    // Only granting a vote restarts the election timer (§5.2): a node with
+                    // a stale log must not keep a better candidate from ever timing out.
+                    let (elapsed, timeout) = (self.election_elapsed, self.randomized_timeout);
+                    self.become_follower(m.term, 0);
+                    self.election_elapsed = elapsed;
+                    self.randomized_timeout = timeout;
+                }
                 _ => self.become_follower(m.term, 0),
             }
         } else if m.term < self.term {
-            if matches!(m.kind, MessageKind::Append | MessageKind::Heartbeat)
-                && (self.cfg.check_quorum || self.cfg.pre_vote)
-            {
-                // A stale leader isolated by pre-vote/check-quorum would otherwise never
-                // learn the new term; tell it.
+            if matches!(m.kind, MessageKind::Append | MessageKind::Heartbeat) {
+                // Tell a stale leader the new term (§5.1). Without this, a member whose
+                // stale configuration does not include the leader (so it never sends the
+                // leader a vote request) would stay unreachable forever.
                 let r = self.msg(MessageKind::AppendResp, m.from);
                 self.send(r);
             } else if m.kind == MessageKind::PreVote {

@@ -984,7 +984,10 @@ fn ready_separates_messages_that_need_durable_state() {
     let rd = net.node(1).ready();
     assert!(rd.hard_state.is_some());
     assert!(rd.messages.is_empty());
-    assert!(rd.persisted_messages.iter().all(|m| m.kind == MessageKind::Vote));
+    assert!(rd
+        .persisted_messages
+        .iter()
+        .all(|m| m.kind == MessageKind::Vote));
     assert_eq!(rd.persisted_messages.len(), 2);
     for m in rd.persisted_messages.clone() {
         net.deliver(m);
@@ -1004,7 +1007,10 @@ fn ready_separates_messages_that_need_durable_state() {
     let rd = net.node(1).ready();
     assert_eq!(rd.entries.len(), 1);
     assert!(rd.messages.iter().any(|m| m.kind == MessageKind::Append));
-    assert!(rd.committed_entries.is_empty(), "not durable on any quorum yet");
+    assert!(
+        rd.committed_entries.is_empty(),
+        "not durable on any quorum yet"
+    );
     net.node(1).advance(rd);
 }
 
@@ -1012,7 +1018,10 @@ fn ready_separates_messages_that_need_durable_state() {
 fn single_voter_commits_only_what_it_has_persisted() {
     let conf = ConfState::with_voters([1]);
     let mut net = Net::from_storages(
-        vec![(1, MemStorage::new_with_conf_state(conf)), (2, MemStorage::new())],
+        vec![
+            (1, MemStorage::new_with_conf_state(conf)),
+            (2, MemStorage::new()),
+        ],
         cfg,
     );
     net.node(1).campaign();
