@@ -263,7 +263,7 @@ machine_md() {
     echo "- Kernel: $(uname -sr)"
     echo "- Disk (all data dirs): $(findmnt -n -T "$RUN_DIR" -o SOURCE,FSTYPE 2>/dev/null | tr -s ' ') — $(df -h "$RUN_DIR" | tail -1 | awk '{print $2" total, "$4" free"}')"
     echo "- Load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared: compare ratios, not absolutes)"
-    echo "- Versions: $(nginx -v 2>&1 | sed 's/nginx version: //'), etcd $(etcd --version 2>/dev/null | sed -n 's/etcd Version: //p'), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), mast $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+    echo "- Versions: $(nginx -v 2>&1 | sed 's/nginx version: //'), etcd $(etcd --version 2>/dev/null | sed -n 's/etcd Version: //p'), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), mast $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo "?")"
     echo
 }
 
@@ -296,7 +296,8 @@ for group, systems in by.items():
     mast = med.get("mast")
     for s, (rps, p99, errs, eff) in med.items():
         r = ["", "", ""]
-        if mast and s != "mast":
+        # A system with no completed operations (e.g. an API not built yet) has no ratios.
+        if mast and s != "mast" and mast[0] > 0:
             r = [f"{mast[0] / rps:.2f}" if rps > 0 else "",
                  f"{mast[1] / p99:.2f}" if p99 > 0 else "",
                  f"{mast[3] / eff:.2f}" if eff > 0 else ""]

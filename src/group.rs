@@ -46,11 +46,12 @@ pub struct GroupOptions {
     pub heartbeat_interval_ticks: u64,
     /// How long a client waits for its write or read before hearing "unknown outcome".
     pub request_timeout_ms: u64,
-    /// Applied entries between state machine snapshots (then the log is compacted).
+    /// Applied entries between state machine snapshots (then the log is compacted; the log
+    /// keeps `log.retained_tail_entries` below the snapshot so a slightly lagging follower
+    /// catches up from the log instead of needing the snapshot).
     pub snapshot_every_entries: u64,
-    /// Entries kept in the log below a snapshot, so a slightly lagging follower catches up
-    /// from the log instead of needing the snapshot.
-    pub retained_entries: u64,
+    /// Applied entry bytes between snapshots, whichever of the two comes first.
+    pub snapshot_every_bytes: u64,
     /// Proposals waiting for their entry to apply, per shard.
     pub pending_proposals_max: usize,
     /// Reads waiting for a read index, per shard.
@@ -67,7 +68,7 @@ impl Default for GroupOptions {
             heartbeat_interval_ticks: 2,
             request_timeout_ms: 5_000,
             snapshot_every_entries: 50_000,
-            retained_entries: 5_000,
+            snapshot_every_bytes: 256 * 1024 * 1024,
             pending_proposals_max: 65_536,
             pending_reads_max: 65_536,
             frame_bytes_max: 64 * 1024 * 1024,
@@ -306,6 +307,8 @@ pub struct Group {
     /// Reads whose read index is known, waiting for apply to reach it.
     reads_applying: RefCell<BTreeMap<u64, Vec<ReadWaiter>>>,
     snapshot_index: Cell<u64>,
+    /// Entry bytes applied since the last snapshot.
+    applied_bytes_since_snapshot: Cell<u64>,
     leader: Cell<u64>,
     removed: Cell<bool>,
     /// Peer and HTTP addresses of members, from config and membership entries.
@@ -424,6 +427,7 @@ impl Group {
             node: RefCell::new(node),
             log,
             snapshot_index: Cell::new(snapshot.map_or(0, |s| s.0)),
+            applied_bytes_since_snapshot: Cell::new(0),
             kv: RefCell::new(kv),
             transport: Rc::new(transport),
             proposals: RefCell::new(HashMap::new()),
@@ -690,6 +694,9 @@ impl Group {
     }
 
     fn apply(&self, entries: Vec<Entry>) {
+        let bytes: u64 = entries.iter().map(|e| e.data.len() as u64).sum();
+        self.applied_bytes_since_snapshot
+            .set(self.applied_bytes_since_snapshot.get() + bytes);
         for e in entries {
             match e.kind {
                 EntryKind::Normal if e.data.is_empty() => self.kv.borrow_mut().skip(e.index),
@@ -748,7 +755,11 @@ impl Group {
 
     async fn maybe_snapshot(&self) {
         let applied = self.kv.borrow().applied();
-        if applied < self.snapshot_index.get() + self.opts.snapshot_every_entries {
+        let due_by_entries =
+            applied >= self.snapshot_index.get() + self.opts.snapshot_every_entries;
+        let due_by_bytes =
+            self.applied_bytes_since_snapshot.get() >= self.opts.snapshot_every_bytes;
+        if !(due_by_entries || due_by_bytes) || applied <= self.snapshot_index.get() {
             return;
         }
         let Some(term) = self.node.borrow().term_at(applied) else {
@@ -765,11 +776,9 @@ impl Group {
             self.fatal("snapshot save", e);
         }
         self.snapshot_index.set(applied);
-        let upto = applied.saturating_sub(self.opts.retained_entries);
-        if upto >= self.log.first_index() {
-            if let Err(e) = self.log.compact(upto) {
-                self.fatal("log compact", e);
-            }
+        self.applied_bytes_since_snapshot.set(0);
+        if let Err(e) = self.log.compact(applied) {
+            self.fatal("log compact", e);
         }
         info!(
             shard = self.shard,

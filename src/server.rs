@@ -352,15 +352,29 @@ fn bind_reuseport(addr: SocketAddr) -> std::io::Result<monoio::net::TcpListener>
     monoio::net::TcpListener::bind_with_config(addr, &opts)
 }
 
+/// How long start-up waits for the HTTP port to become free. A process killed a moment ago
+/// can hold its listener for a few milliseconds more while the kernel tears down its
+/// io_uring instance, so a supervisor's immediate restart must not fail on that.
+const PORT_FREE_WAIT_MS: u64 = 2_000;
+
 /// SO_REUSEPORT would let two servers share a port silently; a plain bind first proves the
 /// port is ours.
 fn check_port_free(addr: SocketAddr) -> Result<(), ServerError> {
-    std::net::TcpListener::bind(addr)
-        .map(drop)
-        .map_err(|e| ServerError::HttpAddr {
-            addr,
-            reason: e.to_string(),
-        })
+    let deadline = Instant::now() + Duration::from_millis(PORT_FREE_WAIT_MS);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(ServerError::HttpAddr {
+                    addr,
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
 }
 
 /// Two servers on one data directory would corrupt each other's logs: hold an exclusive

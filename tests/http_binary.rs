@@ -4,17 +4,19 @@
 //! graceful shutdown on SIGTERM, and bad command-line flags.
 //!
 //! Every test runs its own server (own ports, own data directory), killed on drop.
-//! Reproduce the garbage test with `MAST_HTTP_GARBAGE_SEED=<seed printed by the test>`.
+//! Run: `cargo test --release -p mast --test http_binary` (about 11 s, bounded by the
+//! server's 10 s head timeout). Reproduce the garbage test with
+//! `MAST_HTTP_GARBAGE_SEED=<seed printed by the test>`.
 
 mod http_support;
 
-use std::io::ErrorKind;
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use http_support::{
-    free_port, free_port_run, request_bytes, run_mast, server_args, Conn, Resp, Server,
-    SHARDS,
+    free_port, free_port_run, request_bytes, run_mast, server_args, Conn, Resp, Server, SHARDS,
 };
 use rand::{Rng, SeedableRng};
 
@@ -38,6 +40,15 @@ fn get(path: &str) -> Vec<u8> {
 fn expect_response(c: &mut Conn, srv: &Server, what: &str) -> Resp {
     c.response()
         .unwrap_or_else(|e| panic!("{what}: {e}\n{}", srv.log_tail()))
+}
+
+/// The value of one sample (exact series name and labels) in Prometheus text.
+fn metric(text: &str, series: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|v| v.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
 }
 
 fn revision(r: &Resp) -> u64 {
@@ -94,6 +105,15 @@ fn pipelined_requests_are_answered_in_order() {
     // Several keys so that both shards own some (cross-shard calls in the middle of a
     // pipeline must not reorder responses).
     let keys: Vec<String> = (0..8).map(|i| format!("pipe-{i}")).collect();
+    let owners: std::collections::BTreeSet<usize> = keys
+        .iter()
+        .map(|k| mast::kv_api::owner_shard(k, SHARDS as usize))
+        .collect();
+    assert_eq!(
+        owners.len(),
+        SHARDS as usize,
+        "pick keys owned by every shard"
+    );
     let mut batch = Vec::new();
     let mut expected: Vec<(u16, Option<String>)> = Vec::new();
     for (i, key) in keys.iter().enumerate() {
@@ -157,11 +177,15 @@ fn chunked_bodies_with_extensions_and_trailers_are_decoded() {
     assert!(!w.closes(), "a chunked request closed the connection");
     c.send(&get("/kv/x"));
     let r = expect_response(&mut c, &srv, "GET after chunked PUT");
-    assert_eq!((r.status, r.text()), (200, "hello world, chunked!".to_string()));
+    assert_eq!(
+        (r.status, r.text()),
+        (200, "hello world, chunked!".to_string())
+    );
 
     // A larger value in many chunks, dribbled a byte at a time across a chunk boundary.
     let value: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
-    let mut body = b"PUT /kv/x-big HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut body =
+        b"PUT /kv/x-big HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for chunk in value.chunks(7_001) {
         body.extend_from_slice(format!("{:x};i=1\r\n", chunk.len()).as_bytes());
         body.extend_from_slice(chunk);
@@ -179,7 +203,11 @@ fn chunked_bodies_with_extensions_and_trailers_are_decoded() {
     c.send(&get("/kv/x-big"));
     let r = expect_response(&mut c, &srv, "GET large chunked value");
     assert_eq!(r.status, 200);
-    assert!(r.body == value, "decoded chunked value differs ({} bytes)", r.body.len());
+    assert!(
+        r.body == value,
+        "decoded chunked value differs ({} bytes)",
+        r.body.len()
+    );
 }
 
 #[test]
@@ -212,13 +240,18 @@ fn expect_100_continue_and_the_413_paths() {
     assert!(c.closed(), "connection left open after 413");
     // The same without Expect: still answered before any body byte arrives.
     let mut c = srv.connect();
-    c.send(format!(
-        "PUT /kv/exp-huge HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-        BODY_BYTES_MAX * 4
-    )
-    .as_bytes());
+    c.send(
+        format!(
+            "PUT /kv/exp-huge HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            BODY_BYTES_MAX * 4
+        )
+        .as_bytes(),
+    );
     let r = expect_response(&mut c, &srv, "413 without Expect");
-    assert_eq!((r.status, r.error_kind()), (413, "body_too_large".to_string()));
+    assert_eq!(
+        (r.status, r.error_kind()),
+        (413, "body_too_large".to_string())
+    );
     assert!(c.closed());
 
     // Under the body limit but over the KV value limit: the decoder accepts the framing (and
@@ -233,7 +266,10 @@ fn expect_100_continue_and_the_413_paths() {
     assert_eq!(interim.status, 100, "{interim:?}");
     c.send(&vec![b'v'; len]);
     let r = expect_response(&mut c, &srv, "413 value_too_large");
-    assert_eq!((r.status, r.error_kind()), (413, "value_too_large".to_string()));
+    assert_eq!(
+        (r.status, r.error_kind()),
+        (413, "value_too_large".to_string())
+    );
     // The body was read in full, so the connection stays usable.
     c.send(&get("/kv/exp-big"));
     let r = expect_response(&mut c, &srv, "GET after value_too_large");
@@ -256,7 +292,11 @@ fn head_and_http10() {
         assert_eq!(h.status, status, "HEAD {path}");
         assert_eq!(h.header("content-length"), Some(len), "HEAD {path}");
         let g = expect_response(&mut c, &srv, "GET after HEAD");
-        assert_eq!((g.status, g.text()), (200, "ok\n".to_string()), "after HEAD {path}");
+        assert_eq!(
+            (g.status, g.text()),
+            (200, "ok\n".to_string()),
+            "after HEAD {path}"
+        );
     }
     let mut bytes = request_bytes("HEAD", "/kv/no-such-key", &[], b"");
     bytes.extend_from_slice(&get("/kv/h"));
@@ -271,9 +311,16 @@ fn head_and_http10() {
     c.send(b"GET /kv/h HTTP/1.0\r\n\r\nPUT /kv/after-10 HTTP/1.0\r\nContent-Length: 1\r\n\r\nx");
     let r = expect_response(&mut c, &srv, "HTTP/1.0 GET");
     assert_eq!((r.status, r.text()), (200, "12345".to_string()));
-    assert!(r.closes(), "HTTP/1.0 response without connection: close: {r:?}");
+    assert!(
+        r.closes(),
+        "HTTP/1.0 response without connection: close: {r:?}"
+    );
     assert!(c.closed(), "HTTP/1.0 connection left open");
-    assert_absent(&srv, "after-10", "it followed an HTTP/1.0 request without keep-alive");
+    assert_absent(
+        &srv,
+        "after-10",
+        "it followed an HTTP/1.0 request without keep-alive",
+    );
 
     // HTTP/1.0 with keep-alive: the connection stays open and says so.
     let mut c = srv.connect();
@@ -281,7 +328,9 @@ fn head_and_http10() {
     let w = expect_response(&mut c, &srv, "HTTP/1.0 keep-alive PUT");
     assert_eq!(w.status, 204, "{:?}", w.text());
     assert_eq!(
-        w.header("connection").map(str::to_ascii_lowercase).as_deref(),
+        w.header("connection")
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
         Some("keep-alive")
     );
     c.send(b"GET /kv/h10 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
@@ -474,6 +523,7 @@ fn every_limit_answers_its_status_closes_and_nothing_after_it_runs() {
         ),
     ];
     let mut n = 0;
+    let mut refusals: BTreeMap<String, u64> = BTreeMap::new();
     for (what, prefix, status, kinds) in &cases {
         // Alone, and behind a valid request on the same connection.
         for behind_valid in [false, true] {
@@ -498,10 +548,24 @@ fn every_limit_answers_its_status_closes_and_nothing_after_it_runs() {
                 .unwrap_or_else(|e| panic!("{what}: {e}\n{}", srv.log_tail()));
             assert_eq!(r.status, *status, "{what}: {:?}", r.text());
             let kind = r.error_kind();
-            assert!(kinds.contains(&kind.as_str()), "{what}: kind {kind}, expected one of {kinds:?}");
+            assert!(
+                kinds.contains(&kind.as_str()),
+                "{what}: kind {kind}, expected one of {kinds:?}"
+            );
             assert!(r.closes(), "{what}: no connection: close");
             assert!(c.closed(), "{what}: connection left open after {status}");
+            *refusals.entry(kind).or_default() += 1;
         }
+    }
+    // The binary counts every refusal once, by kind, over all shards.
+    let metrics = srv.request("GET", "/metrics", b"").text();
+    for (kind, count) in &refusals {
+        let series = format!("mast_http_parse_errors_total{{kind=\"{kind}\"}}");
+        assert_eq!(
+            metric(&metrics, &series),
+            Some(*count),
+            "{series} in /metrics:\n{metrics}"
+        );
     }
     // Control: the same smuggled PUT behind a valid request does run, so the 404s below
     // are evidence, not an artefact of the key.
@@ -513,16 +577,23 @@ fn every_limit_answers_its_status_closes_and_nothing_after_it_runs() {
     assert_eq!(expect_response(&mut c, &srv, "control PUT").status, 204);
     assert_eq!(srv.request("GET", "/kv/smuggled-0", b"").status, 200);
     for i in 1..=n {
-        assert_absent(&srv, &format!("smuggled-{i}"), "it was hidden after a refused request");
+        assert_absent(
+            &srv,
+            &format!("smuggled-{i}"),
+            "it was hidden after a refused request",
+        );
     }
-    srv.assert_healthy(LIVENESS_BOUND, "after every refusal");
+    srv.assert_healthy(http_support::IO_TIMEOUT, "after every refusal");
 }
 
 #[test]
 fn a_slow_client_does_not_block_other_clients() {
     let srv = Server::start();
     let addr = srv.http_addr;
-    let head = format!("GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: {}\r\n\r\n", "s".repeat(40));
+    let head = format!(
+        "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: {}\r\n\r\n",
+        "s".repeat(40)
+    );
     // Several dribblers, so that every shard very likely has one (the kernel spreads
     // connections over the shards' listeners).
     let dribblers: Vec<_> = (0..4)
@@ -532,7 +603,8 @@ fn a_slow_client_does_not_block_other_clients() {
                 let stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
                 let mut c = Conn::new(stream);
                 for b in head.as_bytes() {
-                    c.try_send(std::slice::from_ref(b)).map_err(|e| e.to_string())?;
+                    c.try_send(std::slice::from_ref(b))
+                        .map_err(|e| e.to_string())?;
                     std::thread::sleep(Duration::from_millis(15));
                 }
                 c.response()
@@ -546,22 +618,77 @@ fn a_slow_client_does_not_block_other_clients() {
         let mut c = srv.connect();
         c.set_timeout(LIVENESS_BOUND);
         c.send(&put("/kv/slow-other", b"v"));
-        assert_eq!(expect_response(&mut c, &srv, "PUT beside slow clients").status, 204);
+        assert_eq!(
+            expect_response(&mut c, &srv, "PUT beside slow clients").status,
+            204
+        );
         served += 1;
         assert!(served < 10_000, "dribblers never finished");
     }
-    assert!(served >= 3, "only {served} checks ran while the slow clients were active");
+    assert!(
+        served >= 3,
+        "only {served} checks ran while the slow clients were active"
+    );
     // Heads completed within head_read_timeout are served normally.
     for d in dribblers {
-        let r = d.join().expect("dribbler thread").expect("dribbled request answered");
+        let r = d
+            .join()
+            .expect("dribbler thread")
+            .expect("dribbled request answered");
         assert_eq!(r.status, 200);
     }
 }
 
 #[test]
+fn a_head_dribbled_past_the_head_timeout_gets_408_and_is_closed() {
+    // The server's default head_read_timeout_ms: the whole head must arrive within this
+    // from its first byte, however steadily bytes keep coming.
+    const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+    const SLACK: Duration = Duration::from_secs(5);
+    let srv = Server::start();
+    let mut c = srv.connect();
+    c.set_timeout(HEAD_TIMEOUT + SLACK);
+    c.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n");
+    let t0 = Instant::now();
+    let mut writer = c.stream.try_clone().expect("clone stream");
+    let dribbler = std::thread::spawn(move || {
+        // One header byte every 200 ms: never idle long, never complete. Stops when the
+        // server has closed (the write fails) or after a bound.
+        let mut sent = 0u32;
+        while sent < 200 && writer.write_all(b"x").is_ok() {
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        sent
+    });
+    let r = c
+        .response()
+        .unwrap_or_else(|e| panic!("no 408 for a dribbled head: {e}\n{}", srv.log_tail()));
+    let elapsed = t0.elapsed();
+    assert_eq!(
+        (r.status, r.error_kind()),
+        (408, "request_timeout".to_string())
+    );
+    assert!(r.closes());
+    assert!(c.closed(), "connection left open after 408");
+    assert!(elapsed < HEAD_TIMEOUT + SLACK, "408 only after {elapsed:?}");
+    let sent = dribbler.join().expect("dribbler thread");
+    assert!(sent >= 10, "the head was dribbled for only {sent} bytes");
+    let metrics = srv.request("GET", "/metrics", b"").text();
+    assert!(
+        metric(&metrics, "mast_http_timeouts_total{kind=\"head\"}") >= Some(1),
+        "head timeout not counted:\n{metrics}"
+    );
+}
+
+#[test]
 fn a_client_that_never_reads_does_not_stop_others() {
     let srv = Server::start();
-    assert_eq!(srv.request("PUT", "/kv/big", &vec![b'b'; 512 * 1024]).status, 204);
+    assert_eq!(
+        srv.request("PUT", "/kv/big", &vec![b'b'; 512 * 1024])
+            .status,
+        204
+    );
     let addr = srv.http_addr;
     // Thousands of pipelined GETs whose responses (512 KiB each) are never read: the server's
     // writes to these connections stall.
@@ -576,7 +703,10 @@ fn a_client_that_never_reads_does_not_stop_others() {
         })
         .collect();
     for i in 0..10 {
-        srv.assert_healthy(LIVENESS_BOUND, &format!("beside non-reading clients (#{i})"));
+        srv.assert_healthy(
+            LIVENESS_BOUND,
+            &format!("beside non-reading clients (#{i})"),
+        );
         let mut c = srv.connect();
         c.set_timeout(LIVENESS_BOUND);
         c.send(&get("/kv/big"));
@@ -623,7 +753,10 @@ fn garbage(rng: &mut rand::rngs::StdRng) -> Vec<u8> {
             }
             4 => v.truncate(at),
             _ => {
-                let run = vec![GARBAGE_BYTES[rng.gen_range(0..GARBAGE_BYTES.len())]; rng.gen_range(1..20_000)];
+                let run = vec![
+                    GARBAGE_BYTES[rng.gen_range(0..GARBAGE_BYTES.len())];
+                    rng.gen_range(1..20_000)
+                ];
                 v.splice(at..at, run);
             }
         }
@@ -641,7 +774,6 @@ fn seeded_garbage_never_hurts_the_server() {
             .unwrap_or(1),
     };
     println!("garbage seed {seed}; reproduce with MAST_HTTP_GARBAGE_SEED={seed}");
-    eprintln!("garbage seed {seed}; reproduce with MAST_HTTP_GARBAGE_SEED={seed}");
     let srv = Server::start();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for case in 0..250 {
@@ -662,7 +794,10 @@ fn seeded_garbage_never_hurts_the_server() {
                 String::from_utf8_lossy(&input[..input.len().min(200)])
             );
         }
-        srv.assert_healthy(LIVENESS_BOUND, &format!("after garbage case {case} (seed {seed})"));
+        srv.assert_healthy(
+            http_support::IO_TIMEOUT,
+            &format!("after garbage case {case} (seed {seed})"),
+        );
     }
 }
 
@@ -697,7 +832,10 @@ fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_zero() {
     // An idle keep-alive connection is closed by the drain.
     let mut idle = srv.connect();
     idle.send(&get("/healthz"));
-    assert_eq!(expect_response(&mut idle, &srv, "idle connection").status, 200);
+    assert_eq!(
+        expect_response(&mut idle, &srv, "idle connection").status,
+        200
+    );
 
     srv.signal(Signal::SIGTERM);
     let t0 = Instant::now();
@@ -716,26 +854,59 @@ fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_zero() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(idle.closed(), "idle keep-alive connection not closed by the drain");
-    for (key, c) in &mut conns {
-        c.send(b"56789");
-        let r = c
-            .response()
-            .unwrap_or_else(|e| panic!("in-flight PUT {key} lost at shutdown: {e}\n{}", srv.log_tail()));
+    assert!(
+        idle.closed(),
+        "idle keep-alive connection not closed by the drain"
+    );
+    for (i, (key, c)) in conns.iter_mut().enumerate() {
+        // The rest of the body, and a request pipelined behind it that must not run: the
+        // server is draining, so the in-flight response closes the connection.
+        let mut rest = b"56789".to_vec();
+        rest.extend_from_slice(&put(&format!("/kv/after-drain-{i}"), b"x"));
+        c.send(&rest);
+        let r = c.response().unwrap_or_else(|e| {
+            panic!(
+                "in-flight PUT {key} lost at shutdown: {e}\n{}",
+                srv.log_tail()
+            )
+        });
         assert_eq!(r.status, 204, "in-flight PUT {key}: {:?}", r.text());
-        assert!(r.closes(), "a response during the drain must close the connection");
+        assert!(
+            r.closes(),
+            "a response during the drain must close the connection"
+        );
+        assert!(c.closed(), "connection left open after the drain response");
     }
     let mut srv = srv;
     let status = srv.wait_exit(Duration::from_secs(15)).unwrap_or_else(|| {
-        panic!("mast did not exit within 15 s of SIGTERM\n{}", srv.log_tail())
+        panic!(
+            "mast did not exit within 15 s of SIGTERM\n{}",
+            srv.log_tail()
+        )
     });
-    assert_eq!(status.code(), Some(0), "exit status after SIGTERM\n{}", srv.log_tail());
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM\n{}",
+        srv.log_tail()
+    );
     // What was acknowledged during the drain is durable.
     let (tmp, data_dir) = srv.into_data();
     let srv = Server::start_in(tmp, data_dir);
     for key in &keys {
         let r = srv.request("GET", &format!("/kv/{key}"), b"");
-        assert_eq!((r.status, r.text()), (200, "0123456789".to_string()), "{key} after restart");
+        assert_eq!(
+            (r.status, r.text()),
+            (200, "0123456789".to_string()),
+            "{key} after restart"
+        );
+    }
+    for i in 0..conns.len() {
+        assert_absent(
+            &srv,
+            &format!("after-drain-{i}"),
+            "it was pipelined behind a drain response",
+        );
     }
 }
 
@@ -744,7 +915,10 @@ fn assert_refused_start(args: &[String], log: &std::path::Path, mentions: &[&str
     let status = status.unwrap_or_else(|| {
         panic!("mast {args:?} still running after {BAD_FLAGS_EXIT_TIMEOUT:?}:\n{output}")
     });
-    assert!(!status.success(), "mast {args:?} exited with {status}:\n{output}");
+    assert!(
+        !status.success(),
+        "mast {args:?} exited with {status}:\n{output}"
+    );
     for m in mentions {
         assert!(
             output.contains(m),
@@ -765,9 +939,21 @@ fn bad_flags_exit_non_zero_naming_the_problem() {
         a
     };
 
-    assert_refused_start(&with(args("a"), "--shards", "0"), &log("shards"), &["shards", "0"]);
-    assert_refused_start(&with(args("b"), "--http-addr", "nope"), &log("addr"), &["http_addr", "nope"]);
-    assert_refused_start(&with(args("b"), "--peer-addr", "127.0.0.1"), &log("peer"), &["peer_addr"]);
+    assert_refused_start(
+        &with(args("a"), "--shards", "0"),
+        &log("shards"),
+        &["shards", "0"],
+    );
+    assert_refused_start(
+        &with(args("b"), "--http-addr", "nope"),
+        &log("addr"),
+        &["http_addr", "nope"],
+    );
+    assert_refused_start(
+        &with(args("b"), "--peer-addr", "127.0.0.1"),
+        &log("peer"),
+        &["peer_addr"],
+    );
     assert_refused_start(&with(args("b"), "--id", "0"), &log("id"), &["id"]);
 
     // An HTTP port another process holds.
@@ -775,16 +961,26 @@ fn bad_flags_exit_non_zero_naming_the_problem() {
     let port = holder.local_addr().expect("addr").port();
     let a = with(args("c"), "--http-addr", &format!("127.0.0.1:{port}"));
     assert_refused_start(&a, &log("http-port"), &["http", &port.to_string()]);
-    // A peer port another process holds (shard 1's port).
-    let peer_holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let peer = peer_holder.local_addr().expect("addr").port();
-    let a = with(args("d"), "--peer-addr", &format!("127.0.0.1:{}", peer - 1));
-    assert_refused_start(&a, &log("peer-port"), &[&peer.to_string()]);
+    // A peer port another process holds (shard 1's port; shard 0's was free a moment ago).
+    let (first, peer_holder) = (0..100)
+        .find_map(|_| {
+            let p = free_port_run(SHARDS);
+            std::net::TcpListener::bind(("127.0.0.1", p + 1))
+                .ok()
+                .map(|l| (p, l))
+        })
+        .expect("a pair of free ports");
+    let a = with(args("d"), "--peer-addr", &format!("127.0.0.1:{first}"));
+    let held = (first + 1).to_string();
+    assert_refused_start(&a, &log("peer-port"), &[&held, "in use"]);
     drop((holder, peer_holder));
 
     // A data directory locked by a running server.
     let running = Server::start();
     let a = server_args(&running.data_dir, free_port(), free_port_run(SHARDS));
     assert_refused_start(&a, &log("locked"), &["data directory", "in use"]);
-    running.assert_healthy(LIVENESS_BOUND, "after a second server was refused its data dir");
+    running.assert_healthy(
+        LIVENESS_BOUND,
+        "after a second server was refused its data dir",
+    );
 }

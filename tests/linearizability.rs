@@ -6,7 +6,8 @@
 //! nemesis kills, pauses and restarts nodes, leaders included; then the history is checked.
 //! Seeded: the seed is printed; `MAST_LINZ_SEED=<seed>` replays the same choices (the timing of
 //! a real cluster is not replayable, so a replay explores the same schedule, not the same
-//! interleaving). `MAST_LINZ_SECS` sets the workload duration (default 15 s, for CI).
+//! interleaving). `MAST_LINZ_SECS` sets the workload duration (default 15 s, for CI);
+//! `MAST_LINZ_EXTRA_ARGS` adds server flags (`--follower-read` must make this test fail).
 
 mod support;
 
@@ -27,6 +28,7 @@ use support::{kv_path, Cluster, ClusterOptions, HttpClient, NodeState};
 fn op(client: usize, input: Input, output: Output, call: u64, ret: Option<u64>) -> Operation {
     Operation {
         client,
+        node: 0,
         key: "k".into(),
         input,
         output,
@@ -295,6 +297,7 @@ fn random_linearizable_history(rng: &mut StdRng, clients: usize, ops: usize) -> 
         let unknown = !matches!(input, Input::Get) && rng.gen_range(0..10) == 0;
         out.push(Operation {
             client: c,
+            node: 0,
             key: "k".into(),
             input,
             output: if unknown { Output::Unknown } else { output },
@@ -360,16 +363,16 @@ struct Tally {
 fn client_loop(
     client: usize,
     seed: u64,
-    addrs: Vec<std::net::SocketAddr>,
+    nodes: Vec<(u64, std::net::SocketAddr)>,
     epoch: Instant,
     stop: Arc<AtomicBool>,
 ) -> (Vec<Operation>, Tally) {
     let mut rng = StdRng::seed_from_u64(seed ^ (client as u64).wrapping_mul(0x9E37_79B9));
     // 8 s: longer than the server's request timeout (5 s), so a stuck request usually comes
     // back as a 504 rather than a client-side timeout.
-    let mut conns: Vec<HttpClient> = addrs
+    let mut conns: Vec<(u64, HttpClient)> = nodes
         .iter()
-        .map(|a| HttpClient::new(*a, Duration::from_secs(8)))
+        .map(|&(id, a)| (id, HttpClient::new(a, Duration::from_secs(8))))
         .collect();
     // What this client last saw per key: Some((value, revision)) or None for absent.
     let mut seen: HashMap<&str, Option<(String, u64)>> = HashMap::new();
@@ -383,7 +386,8 @@ fn client_loop(
         }
         let key = KEYS[rng.gen_range(0..KEYS.len())];
         let node = rng.gen_range(0..conns.len());
-        let conn = &mut conns[node];
+        let (node_id, conn) = &mut conns[node];
+        let node_id = *node_id;
         let value = format!("c{client}-{seq}");
         let path = kv_path(key);
         let dice = rng.gen_range(0..100);
@@ -432,6 +436,7 @@ fn client_loop(
         let mut record = |output: Output, ret: Option<u64>, revision: Option<u64>| {
             history.push(Operation {
                 client,
+                node: node_id,
                 key: key.to_string(),
                 input: input.clone(),
                 output,
@@ -522,24 +527,33 @@ fn cluster_history_is_linearizable_under_kills_and_pauses() {
     support::print_replay(
         "linearizability",
         "cluster_history_is_linearizable_under_kills_and_pauses",
-        &format!("MAST_LINZ_SEED={seed} MAST_LINZ_SECS={secs} "),
+        &format!(
+            "MAST_LINZ_SEED={seed} MAST_LINZ_SECS={secs} MAST_LINZ_EXTRA_ARGS='{}' ",
+            std::env::var("MAST_LINZ_EXTRA_ARGS").unwrap_or_default()
+        ),
     );
     let mut rng = StdRng::seed_from_u64(seed);
 
-    let mut cluster = Cluster::start(ClusterOptions::new(3, 2)).expect("start the cluster");
+    // Extra server flags, e.g. `--follower-read` to see the checker catch stale reads.
+    let mut opts = ClusterOptions::new(3, 2);
+    if let Ok(extra) = std::env::var("MAST_LINZ_EXTRA_ARGS") {
+        opts.extra_args
+            .extend(extra.split_whitespace().map(String::from));
+    }
+    let mut cluster = Cluster::start(opts).expect("start the cluster");
     cluster
         .wait_for_leaders(Duration::from_secs(30))
         .expect("initial leaders");
     let ids = cluster.node_ids();
-    let addrs: Vec<_> = ids.iter().map(|&id| cluster.http_addr(id)).collect();
+    let nodes: Vec<_> = ids.iter().map(|&id| (id, cluster.http_addr(id))).collect();
 
     let epoch = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..CLIENTS)
         .map(|c| {
-            let addrs = addrs.clone();
+            let nodes = nodes.clone();
             let stop = stop.clone();
-            thread::spawn(move || client_loop(c, seed, addrs, epoch, stop))
+            thread::spawn(move || client_loop(c, seed, nodes, epoch, stop))
         })
         .collect();
 
@@ -616,6 +630,7 @@ fn cluster_history_is_linearizable_under_kills_and_pauses() {
                 (resp.status == 200).then(|| String::from_utf8_lossy(&resp.body).into_owned());
             history.push(Operation {
                 client: CLIENTS + n,
+                node: id,
                 key: key.to_string(),
                 input: Input::Get,
                 output: Output::Value(value),
@@ -654,7 +669,12 @@ fn cluster_history_is_linearizable_under_kills_and_pauses() {
 
     let started = Instant::now();
     let verdict = linz::check(&history).expect("the recorded history is well formed");
-    eprintln!("checked in {:?}: {verdict:?}", started.elapsed());
+    let kind = match &verdict {
+        Verdict::Linearizable => "linearizable",
+        Verdict::Illegal { .. } => "NOT linearizable",
+        Verdict::Undecided { .. } => "undecided",
+    };
+    eprintln!("checked in {:?}: {kind}", started.elapsed());
     match verdict {
         Verdict::Linearizable => {}
         Verdict::Illegal { key, explanation } => {

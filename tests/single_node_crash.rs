@@ -103,3 +103,89 @@ fn acknowledged_writes_survive_sigkill() {
         "{acked_total} acknowledged writes over {rounds} rounds, all present after every restart"
     );
 }
+
+/// True while a process with this id exists (and is not a zombie awaiting its parent).
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn harness_pauses_resumes_and_leaves_no_process_behind() {
+    support::print_replay(
+        "single_node_crash",
+        "harness_pauses_resumes_and_leaves_no_process_behind",
+        "",
+    );
+    let mut cluster =
+        Cluster::start(ClusterOptions::new(1, 1)).unwrap_or_else(|e| panic!("start: {e}"));
+    let pid = cluster.pid(1).expect("a running node has a pid");
+    assert!(process_alive(pid));
+
+    // Paused: the kernel still accepts the connection, but nothing answers.
+    cluster.pause(1);
+    let mut c = support::HttpClient::new(cluster.http_addr(1), Duration::from_millis(500));
+    let paused = c.get("/healthz");
+    assert!(
+        matches!(&paused, Err(e) if e.may_have_been_applied()),
+        "a SIGSTOPped node answered: {paused:?}"
+    );
+    cluster.resume(1);
+    let mut c = support::HttpClient::new(cluster.http_addr(1), Duration::from_secs(10));
+    let r = c.get("/healthz").expect("healthz after SIGCONT");
+    assert_eq!(r.status, 200, "{r}");
+
+    // A restart is a new process on the same data; Drop ends it, paused or not. (The client's
+    // connection is closed first: restart_succeeds_while_clients_still_hold_connections covers
+    // the other case.)
+    drop(c);
+    cluster
+        .restart(1)
+        .unwrap_or_else(|e| panic!("restart: {e}"));
+    let pid2 = cluster.pid(1).expect("restarted node has a pid");
+    assert_ne!(pid, pid2);
+    assert!(
+        !process_alive(pid),
+        "the killed process {pid} is still there"
+    );
+    cluster.pause(1);
+    drop(cluster);
+    assert!(!process_alive(pid2), "process {pid2} outlived its Cluster");
+}
+
+/// After a crash, clients often still hold keep-alive connections to the dead process; their
+/// server-side sockets linger (FIN_WAIT2, up to a minute) on the HTTP port. The restarted node
+/// must still start: a node that could not bind for that minute would be down for it.
+#[test]
+fn restart_succeeds_while_clients_still_hold_connections() {
+    support::print_replay(
+        "single_node_crash",
+        "restart_succeeds_while_clients_still_hold_connections",
+        "",
+    );
+    let mut cluster =
+        Cluster::start(ClusterOptions::new(1, 1)).unwrap_or_else(|e| panic!("start: {e}"));
+    let mut idle: Vec<support::HttpClient> = (0..4).map(|_| cluster.client(1)).collect();
+    for c in &mut idle {
+        let r = c.get("/healthz").expect("healthz");
+        assert_eq!(r.status, 200, "{r}");
+    }
+    cluster.kill(1);
+    // The idle clients have not read since the kill: their connections stay half-closed.
+    let restarted = cluster.restart(1);
+    drop(idle);
+    restarted.unwrap_or_else(|e| {
+        panic!("restart with clients still connected to the dead process: {e}")
+    });
+    let r = cluster
+        .client(1)
+        .get("/healthz")
+        .expect("healthz after restart");
+    assert_eq!(r.status, 200, "{r}");
+}

@@ -58,7 +58,8 @@ pub fn status_outcome(status: u16) -> Outcome {
 }
 
 /// mast's KV API: `PUT /kv/{key}` (204), `GET /kv/{key}` (200 or 404), CAS with
-/// `If-Match: "<rev>"` (412 on mismatch). Revisions are read from `ETag` when present.
+/// `If-Match: "<rev>"` (or `If-None-Match: *` for "absent"; 412 on mismatch). Revisions are
+/// read from `ETag` when present.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MastApi;
 
@@ -86,8 +87,11 @@ impl KvApi for MastApi {
         out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         out.extend_from_slice(host.as_bytes());
         out.extend_from_slice(b"\r\n");
-        if let Some(rev) = if_revision {
-            out.extend_from_slice(format!("If-Match: \"{rev}\"\r\n").as_bytes());
+        match if_revision {
+            None => {}
+            // Revision 0 stands for "the key does not exist".
+            Some(0) => out.extend_from_slice(b"If-None-Match: *\r\n"),
+            Some(rev) => out.extend_from_slice(format!("If-Match: \"{rev}\"\r\n").as_bytes()),
         }
         write_content_length(out, value.len());
         out.extend_from_slice(b"\r\n");
@@ -108,7 +112,11 @@ impl KvApi for MastApi {
                 outcome: Outcome::Ok,
                 revision: etag_revision(response),
             },
-            412 if cas => KvReply::of(Outcome::Conflict),
+            // The 412 tells the key's current revision: the next attempt can use it directly.
+            412 if cas => KvReply {
+                outcome: Outcome::Conflict,
+                revision: etag_revision(response),
+            },
             s => KvReply::of(status_outcome(s)),
         }
     }
@@ -256,10 +264,13 @@ mod tests {
         let ok = MastApi.put_reply(&resp(204, Some(b"\"10\""), b""), true);
         assert_eq!(ok.outcome, Outcome::Ok);
         assert_eq!(ok.revision, Some(10));
-        assert_eq!(
-            MastApi.put_reply(&resp(412, None, b""), true).outcome,
-            Outcome::Conflict
-        );
+        let lost = MastApi.put_reply(&resp(412, Some(b"\"12\""), b""), true);
+        assert_eq!((lost.outcome, lost.revision), (Outcome::Conflict, Some(12)));
+        out.clear();
+        MastApi.put("h:1", b"k", b"vv", Some(0), &mut out);
+        assert!(String::from_utf8(out.clone())
+            .unwrap()
+            .contains("\r\nIf-None-Match: *\r\n"));
         assert_eq!(
             MastApi.put_reply(&resp(412, None, b""), false).outcome,
             Outcome::Error(ErrorKind::Status4xx)

@@ -325,7 +325,7 @@ impl Workload for KvWorkload {
             OpKind::CasWrite => {
                 let reply = api.put_reply(response, true);
                 match (reply.outcome, reply.revision) {
-                    (Outcome::Ok, Some(rev)) => {
+                    (Outcome::Ok | Outcome::Conflict, Some(rev)) => {
                         self.revisions.insert(op.key, rev);
                     }
                     _ => {
@@ -520,11 +520,26 @@ mod tests {
             w.on_response(write, &response(412, None)),
             Outcome::Conflict
         );
-        // A lost race forgets the revision: the next op reads again.
+        // A lost race without the current revision forgets it: the next op reads again.
         assert_eq!(
             w.next_request("h", &mut Vec::new()).unwrap().kind,
             OpKind::CasRead
         );
+        // One that tells the current revision (mast's 412 carries it) retries with it directly.
+        let write = Op {
+            kind: OpKind::CasWrite,
+            key: 0,
+        };
+        assert_eq!(
+            w.on_response(write, &response(412, Some(b"\"9\""))),
+            Outcome::Conflict
+        );
+        out.clear();
+        assert_eq!(
+            w.next_request("h", &mut out).unwrap().kind,
+            OpKind::CasWrite
+        );
+        assert!(String::from_utf8_lossy(&out).contains("If-Match: \"9\"\r\n"));
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts at starting a server when a port picked as free was taken meanwhile.
 const START_ATTEMPTS_MAX: u32 = 4;
+/// Names the log file of each start.
+static LOG_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 /// Bytes of a server's stderr printed when a test fails.
 const LOG_TAIL_BYTES: usize = 6_000;
 
@@ -149,8 +151,12 @@ impl Server {
         for attempt in 0..START_ATTEMPTS_MAX {
             let http_port = free_port();
             let peer_port = free_port_run(SHARDS);
-            let dir = tmp.take().expect("tempdir is handed back after each attempt");
-            let log = dir.path().join(format!("mast-{}.log", free_port()));
+            let dir = tmp
+                .take()
+                .expect("tempdir is handed back after each attempt");
+            // Numbered per process, so a restart on the same tempdir keeps the earlier log.
+            let n = LOG_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let log = dir.path().join(format!("mast-{n}.log"));
             let args = server_args(&data_dir, http_port, peer_port);
             let child = spawn_mast(&args, &log);
             let mut srv = Server {
@@ -279,7 +285,11 @@ impl Server {
         let start = (start..log.len())
             .find(|&i| log.is_char_boundary(i))
             .unwrap_or(log.len());
-        format!("--- mast log tail ({}) ---\n{}", self.log.display(), &log[start..])
+        format!(
+            "--- mast log tail ({}) ---\n{}",
+            self.log.display(),
+            &log[start..]
+        )
     }
 
     pub fn kill(&mut self) {
@@ -373,8 +383,12 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(stream: TcpStream) -> Conn {
-        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("set timeout");
-        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("set timeout");
+        stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .expect("set timeout");
+        stream
+            .set_write_timeout(Some(IO_TIMEOUT))
+            .expect("set timeout");
         stream.set_nodelay(true).expect("nodelay");
         Conn {
             stream,
@@ -449,12 +463,12 @@ impl Conn {
             body: Vec::new(),
         };
         if resp.header("transfer-encoding").is_some() {
-            return Err("server sent a chunked response; this client expects content-length".into());
+            return Err(
+                "server sent a chunked response; this client expects content-length".into(),
+            );
         }
         let len: usize = match resp.header("content-length") {
-            Some(v) => v
-                .parse()
-                .map_err(|_| format!("bad content-length {v:?}"))?,
+            Some(v) => v.parse().map_err(|_| format!("bad content-length {v:?}"))?,
             None => 0,
         };
         let len = if head_only || (100..200).contains(&status) {

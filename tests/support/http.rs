@@ -191,8 +191,11 @@ impl HttpClient {
 
         let conn = self.connection()?;
         if let Err(e) = conn.get_mut().write_all(&wire) {
+            // A server may answer (e.g. 413) and close before taking the whole body: read
+            // that answer if it is there.
+            let early = read_response(conn, method == "HEAD");
             self.conn = None;
-            return Err(HttpError::Send(e));
+            return early.map(|(r, _)| r).map_err(|_| HttpError::Send(e));
         }
         match read_response(conn, method == "HEAD") {
             Ok((resp, reusable)) => {

@@ -15,6 +15,11 @@
 //! v records the operation as `Cas { expected: Some(v), .. }`. [`check_revisions`] separately
 //! checks that the server's revisions agree with that one-to-one mapping.
 //!
+//! The cache holds 128-bit Zobrist hashes of (linearized set, state) rather than the sets
+//! themselves: O(1) per step instead of O(n), and 16 bytes per entry, so the step limit also
+//! bounds memory (~200 MB at the default). Two different configurations sharing a hash would
+//! prune a branch wrongly; at 5 million entries per key the chance is below 2^-80.
+//!
 //! Unknown outcomes (a timeout, a 504, a dropped connection after the request was sent) follow
 //! the literature: the operation may take effect at any point after its invocation or never,
 //! modelled as a return time of +infinity with its result unchecked.
@@ -53,6 +58,8 @@ pub enum Output {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operation {
     pub client: usize,
+    /// The node the request was sent to (0: not recorded).
+    pub node: u64,
     pub key: String,
     pub input: Input,
     pub output: Output,
@@ -71,9 +78,14 @@ impl fmt::Display for Operation {
         };
         write!(
             f,
-            "[{:.3}ms..{ret}] client {} {:?} {:?} -> {:?}",
+            "[{:.3}ms..{ret}] client {}{} {:?} {:?} -> {:?}",
             self.call as f64 / 1e6,
             self.client,
+            if self.node == 0 {
+                String::new()
+            } else {
+                format!(" via node {}", self.node)
+            },
             self.key,
             self.input,
             self.output
@@ -101,8 +113,9 @@ pub enum Verdict {
     },
 }
 
-/// Search steps per key before giving up with [`Verdict::Undecided`].
-pub const STEPS_PER_KEY_MAX: u64 = 20_000_000;
+/// Search steps per key before giving up with [`Verdict::Undecided`]; also bounds the cache
+/// (at most one entry per step).
+pub const STEPS_PER_KEY_MAX: u64 = 5_000_000;
 
 /// Problems with the history itself (not with the system under test).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -389,9 +402,10 @@ fn check_key(ops: &[&Operation], steps_max: u64) -> KeyVerdict {
         .collect();
 
     let mut events = Events::new(ops);
-    let words = ops.len().div_ceil(64);
-    let mut linearized = vec![0u64; words];
-    let mut cache: HashSet<(Vec<u64>, State)> = HashSet::new();
+    // Zobrist keys: the linearized set's hash is the XOR of its operations' keys.
+    let op_keys: Vec<u128> = (0..ops.len() as u64).map(|i| zobrist(i, 0)).collect();
+    let mut linearized: u128 = 0;
+    let mut cache: HashSet<u128> = HashSet::new();
     // (call node of the linearized op, state before it)
     let mut stack: Vec<(usize, State)> = Vec::new();
     let mut state: State = None;
@@ -411,8 +425,8 @@ fn check_key(ops: &[&Operation], steps_max: u64) -> KeyVerdict {
         let i = events.op[node];
         if events.is_call[node] {
             if let Some(next_state) = step(state, &model[i]) {
-                linearized[i / 64] |= 1 << (i % 64);
-                if cache.insert((linearized.clone(), next_state)) {
+                linearized ^= op_keys[i];
+                if cache.insert(linearized ^ state_key(next_state)) {
                     stack.push((node, state));
                     state = next_state;
                     events.lift(node);
@@ -422,7 +436,7 @@ fn check_key(ops: &[&Operation], steps_max: u64) -> KeyVerdict {
                     }
                     continue;
                 }
-                linearized[i / 64] &= !(1 << (i % 64));
+                linearized ^= op_keys[i];
             }
             node = events.next[node];
         } else {
@@ -431,8 +445,7 @@ fn check_key(ops: &[&Operation], steps_max: u64) -> KeyVerdict {
             let Some((call_node, prev_state)) = stack.pop() else {
                 return KeyVerdict::Illegal(explain(ops, &best));
             };
-            let j = events.op[call_node];
-            linearized[j / 64] &= !(1 << (j % 64));
+            linearized ^= op_keys[events.op[call_node]];
             state = prev_state;
             events.unlift(call_node);
             node = events.next[call_node];
@@ -441,9 +454,34 @@ fn check_key(ops: &[&Operation], steps_max: u64) -> KeyVerdict {
     KeyVerdict::Ok
 }
 
+/// A pseudo-random 128-bit key for (index, domain): two rounds of splitmix64.
+fn zobrist(index: u64, domain: u64) -> u128 {
+    fn splitmix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    let seed = index.wrapping_mul(4).wrapping_add(domain);
+    let hi = splitmix(seed);
+    let lo = splitmix(hi ^ 0xD1B5_4A32_D192_ED03);
+    (u128::from(hi) << 64) | u128::from(lo)
+}
+
+/// The key of a state, from a domain disjoint from the operations' keys.
+fn state_key(state: State) -> u128 {
+    match state {
+        None => zobrist(0, 1),
+        Some(v) => zobrist(u64::from(v) + 1, 1),
+    }
+}
+
 /// Operations shown around the point where the search got stuck.
 const EXPLAIN_OPS_MAX: usize = 40;
 
+/// Describes the deepest point the search reached: the last operations of the longest
+/// linearizable prefix, the register's value after it, and the operations pending there (called
+/// before the first of the remaining operations returned), none of which could be placed next.
 fn explain(ops: &[&Operation], best: &[usize]) -> String {
     let mut out = String::new();
     let done: HashSet<usize> = best.iter().copied().collect();
@@ -455,16 +493,36 @@ fn explain(ops: &[&Operation], best: &[usize]) -> String {
     for &i in best.iter().skip(best.len().saturating_sub(10)) {
         out.push_str(&format!("  {}\n", ops[i]));
     }
-    // The operations not in that prefix that were called earliest are the ones that could not
-    // be placed next.
-    let mut rest: Vec<usize> = (0..ops.len()).filter(|i| !done.contains(i)).collect();
-    rest.sort_by_key(|&i| ops[i].call);
-    out.push_str("none of these could come next:\n");
-    for &i in rest.iter().take(EXPLAIN_OPS_MAX) {
+    let mut state: Option<&str> = None;
+    for &i in best {
+        state = match (&ops[i].input, &ops[i].output) {
+            (Input::Put(v), _) => Some(v),
+            (Input::Delete, _) => None,
+            (Input::Cas { expected, new }, out) if expected.as_deref() == state => match out {
+                Output::CasResult(false) => state,
+                _ => Some(new),
+            },
+            _ => state,
+        };
+    }
+    out.push_str(&format!("after it the key holds {state:?}\n"));
+    let rest: Vec<usize> = (0..ops.len()).filter(|i| !done.contains(i)).collect();
+    let first_ret = rest
+        .iter()
+        .filter_map(|&i| ops[i].ret)
+        .min()
+        .unwrap_or(u64::MAX);
+    let mut pending: Vec<usize> = rest
+        .into_iter()
+        .filter(|&i| ops[i].call <= first_ret)
+        .collect();
+    pending.sort_by_key(|&i| ops[i].call);
+    out.push_str("pending there, none of which could come next:\n");
+    for &i in pending.iter().take(EXPLAIN_OPS_MAX) {
         out.push_str(&format!("  {}\n", ops[i]));
     }
-    if rest.len() > EXPLAIN_OPS_MAX {
-        out.push_str(&format!("  ... {} more\n", rest.len() - EXPLAIN_OPS_MAX));
+    if pending.len() > EXPLAIN_OPS_MAX {
+        out.push_str(&format!("  ... {} more\n", pending.len() - EXPLAIN_OPS_MAX));
     }
     out
 }

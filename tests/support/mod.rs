@@ -39,6 +39,8 @@ pub const NODES_MAX: u64 = 9;
 const START_ATTEMPTS_MAX: u32 = 3;
 /// How long a node gets to answer `/healthz` after it is spawned.
 pub const HEALTHY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a killed node's ports may stay bound (see [`Cluster::kill`]).
+const PORT_RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Log lines printed per node when a test fails.
 const LOG_TAIL_LINES: usize = 60;
 
@@ -267,6 +269,11 @@ impl Cluster {
         }
     }
 
+    /// Process id of node `id`, while it has a process.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.nodes.get(&id)?.child.as_ref().map(|c| c.id())
+    }
+
     pub fn http_addr(&self, id: u64) -> SocketAddr {
         self.node(id).http_addr
     }
@@ -316,15 +323,29 @@ impl Cluster {
         }
     }
 
-    /// SIGKILLs node `id` (resuming it first is not needed: SIGKILL ends a stopped process).
+    /// SIGKILLs node `id` (resuming it first is not needed: SIGKILL ends a stopped process)
+    /// and waits until its ports can be bound again.
     pub fn kill(&mut self, id: u64) {
-        if let Some(node) = self.nodes.get_mut(&id) {
-            if let Some(mut child) = node.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            // io_uring tears a ring down asynchronously after the process is reaped, and the
+            // ring's pending accepts keep the listening sockets alive for a few milliseconds
+            // more: a restart in that window finds its own ports taken.
+            let mut ports = vec![node.http_addr];
+            for i in 0..self.shards {
+                let port = node.peer_addr.port().saturating_add(i as u16);
+                ports.push(SocketAddr::new(node.peer_addr.ip(), port));
             }
-            node.state = NodeState::Down;
+            let deadline = Instant::now() + PORT_RELEASE_TIMEOUT;
+            while Instant::now() < deadline && !ports.iter().all(|a| TcpListener::bind(a).is_ok()) {
+                thread::sleep(Duration::from_millis(5));
+            }
         }
+        node.state = NodeState::Down;
     }
 
     /// SIGSTOPs node `id`.

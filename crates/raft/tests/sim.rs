@@ -42,6 +42,9 @@ struct Knobs {
     crash_per_mille: u32,
     partition_per_mille: u32,
     conf_change_per_mille: u32,
+    /// Chance that a new leader is crashed within a few steps: short, overlapping reigns
+    /// leave the divergent logs of the paper's figure 8.
+    churn_per_mille: u32,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -131,6 +134,8 @@ struct Sim {
     /// blocked[(from, to)]: messages from -> to are dropped.
     blocked: BTreeSet<(u64, u64)>,
     healed: bool,
+    /// (step, node): scheduled leader crashes (churn).
+    doomed: Vec<(u64, u64)>,
     // ---- invariant state
     leaders: HashMap<u64, u64>,
     entries_seen: HashMap<(u64, u64), u64>,
@@ -201,6 +206,7 @@ impl Sim {
             crash_per_mille: if calm { 0 } else { rng.gen_range(0..12) },
             partition_per_mille: if calm { 0 } else { rng.gen_range(0..8) },
             conf_change_per_mille: rng.gen_range(0..10),
+            churn_per_mille: if calm || rng.gen_bool(0.5) { 0 } else { rng.gen_range(0..600) },
         };
         let voters = ConfState::with_voters(1..=n);
         let mut sim = Sim {
@@ -216,6 +222,7 @@ impl Sim {
             seq: 0,
             blocked: BTreeSet::new(),
             healed: false,
+            doomed: Vec::new(),
             leaders: HashMap::new(),
             entries_seen: HashMap::new(),
             applied: BTreeMap::new(),
@@ -351,6 +358,10 @@ impl Sim {
                         }
                     }
                     self.leaders.insert(term, id);
+                    if !self.healed && self.rng.gen_range(0..1000) < self.knobs.churn_per_mille {
+                        let at = self.now + self.rng.gen_range(1..30);
+                        self.doomed.push((at, id));
+                    }
                     self.log(|| format!("{id} leads term {term}"));
                 }
             }
@@ -644,6 +655,13 @@ impl Sim {
         }
         if self.healed {
             return Ok(());
+        }
+        let now = self.now;
+        let due: Vec<u64> =
+            self.doomed.iter().filter(|(at, _)| *at <= now).map(|(_, id)| *id).collect();
+        self.doomed.retain(|(at, _)| *at > now);
+        for id in due {
+            self.crash(id);
         }
         if self.rng.gen_range(0..1000) < self.knobs.crash_per_mille {
             let alive = self.alive();
@@ -965,6 +983,7 @@ impl Sim {
     fn heal(&mut self) {
         self.healed = true;
         self.blocked.clear();
+        self.doomed.clear();
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         for id in ids {
             if let Some(n) = self.nodes.get_mut(&id) {
