@@ -69,7 +69,7 @@ enum Event {
 pub enum ServerError {
     #[error("data directory {path}: {reason}")]
     DataDir { path: String, reason: String },
-    #[error("http address {addr} is not available: {reason}")]
+    #[error("address {addr} is not available: {reason}")]
     HttpAddr { addr: SocketAddr, reason: String },
     #[error("shard {shard} failed: {reason}")]
     Shard { shard: usize, reason: String },
@@ -83,6 +83,9 @@ pub enum ServerError {
 pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     let _lock = lock_data_dir(&config.data_dir)?;
     check_port_free(config.http_addr)?;
+    for shard in 0..config.shards {
+        check_port_free(config.shard_peer_addr(shard))?;
+    }
     let identity =
         cluster::load_or_create(&config.data_dir, &config).map_err(ServerError::Cluster)?;
     info!(

@@ -175,7 +175,7 @@ impl Sim {
             ReadOnlyOption::Safe
         };
         cfg.proposal_forwarding = rng.gen_bool(0.7);
-        cfg.max_msg_bytes = if rng.gen_bool(0.3) {
+        cfg.max_msg_bytes = if rng.gen_bool(0.5) {
             32
         } else {
             rng.gen_range(64..1024)
@@ -206,7 +206,11 @@ impl Sim {
             crash_per_mille: if calm { 0 } else { rng.gen_range(0..12) },
             partition_per_mille: if calm { 0 } else { rng.gen_range(0..8) },
             conf_change_per_mille: rng.gen_range(0..10),
-            churn_per_mille: if calm || rng.gen_bool(0.5) { 0 } else { rng.gen_range(0..600) },
+            churn_per_mille: if calm || rng.gen_bool(0.3) {
+                0
+            } else {
+                rng.gen_range(100..900)
+            },
         };
         let voters = ConfState::with_voters(1..=n);
         let mut sim = Sim {
@@ -657,8 +661,12 @@ impl Sim {
             return Ok(());
         }
         let now = self.now;
-        let due: Vec<u64> =
-            self.doomed.iter().filter(|(at, _)| *at <= now).map(|(_, id)| *id).collect();
+        let due: Vec<u64> = self
+            .doomed
+            .iter()
+            .filter(|(at, _)| *at <= now)
+            .map(|(_, id)| *id)
+            .collect();
         self.doomed.retain(|(at, _)| *at > now);
         for id in due {
             self.crash(id);
@@ -1113,7 +1121,15 @@ fn sim() {
             }
             Err(e) => {
                 eprintln!("{e}");
-                eprintln!("replay: MAST_SIM_SEED={seed} cargo test --release --test sim -- sim");
+                match mutant.as_deref() {
+                    None => eprintln!(
+                        "replay: MAST_SIM_SEED={seed} cargo test --release --test sim -- sim"
+                    ),
+                    Some(m) => eprintln!(
+                        "replay: MAST_SIM_MUTANT={m} MAST_SIM_SEED={seed} cargo test --release \
+                         --features mutants --test sim -- sim"
+                    ),
+                }
                 failures.push(seed);
             }
         }
