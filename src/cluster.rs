@@ -34,6 +34,9 @@ pub struct ClusterIdentity {
     pub node_id: u64,
     /// True when the node started with the members as voters (not by joining).
     pub bootstrap: bool,
+    /// Shards per node. Keys are placed by `hash % shards`, so every node of a cluster must
+    /// have the same count, forever.
+    pub shards: usize,
     /// Members known at first start (later changes live in the raft log).
     pub members: Vec<MemberRecord>,
 }
@@ -48,12 +51,13 @@ fn record(m: &Member) -> MemberRecord {
 
 /// Derives a cluster id from the initial member list, so nodes bootstrapped with the same
 /// `--members` agree without talking, and a node of another cluster is refused at handshake.
-fn cluster_id_of(members: &[Member]) -> u64 {
+fn cluster_id_of(members: &[Member], shards: usize) -> u64 {
     let mut sorted: Vec<_> = members
         .iter()
         .map(|m| format!("{}={}/{}", m.id, m.peer_addr, m.http_addr))
         .collect();
     sorted.sort();
+    sorted.push(format!("shards={shards}"));
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in sorted.join(",").bytes() {
         h ^= u64::from(b);
@@ -77,15 +81,17 @@ pub fn load_or_create(data_dir: &Path, config: &ServerConfig) -> Result<ClusterI
                     config.id
                 ));
             }
+            check_shards(id.shards, config.shards)?;
             Ok(id)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = match config.join {
                 Some(addr) => join(addr, config)?,
                 None => ClusterIdentity {
-                    cluster_id: cluster_id_of(&config.members),
+                    cluster_id: cluster_id_of(&config.members, config.shards),
                     node_id: config.id,
                     bootstrap: true,
+                    shards: config.shards,
                     members: config.members.iter().map(record).collect(),
                 },
             };
@@ -94,6 +100,16 @@ pub fn load_or_create(data_dir: &Path, config: &ServerConfig) -> Result<ClusterI
         }
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
+}
+
+fn check_shards(cluster: usize, mine: usize) -> Result<(), String> {
+    if cluster != mine {
+        return Err(format!(
+            "the cluster has {cluster} shards per node but this node was started with --shards {mine}: \
+             keys are placed by shard, so every node must use --shards {cluster}"
+        ));
+    }
+    Ok(())
 }
 
 fn write_durably(dir: &Path, path: &Path, id: &ClusterIdentity) -> Result<(), String> {
@@ -112,6 +128,7 @@ fn write_durably(dir: &Path, path: &Path, id: &ClusterIdentity) -> Result<(), St
 #[derive(Deserialize)]
 struct MembersReply {
     cluster_id: u64,
+    shards: usize,
     members: Vec<MemberRecord>,
 }
 
@@ -124,9 +141,10 @@ fn join(addr: SocketAddr, config: &ServerConfig) -> Result<ClusterIdentity, Stri
     };
     let mut last_err = String::new();
     while Instant::now() < deadline {
-        match try_join(addr, &me) {
+        match try_join(addr, &me, config.shards) {
             Ok(id) => return Ok(id),
-            Err(e) => {
+            Err(JoinError::Fatal(e)) => return Err(e),
+            Err(JoinError::Retry(e)) => {
                 tracing::warn!(%addr, error = %e, "join attempt failed; retrying");
                 last_err = e;
                 std::thread::sleep(Duration::from_millis(500));
@@ -136,32 +154,54 @@ fn join(addr: SocketAddr, config: &ServerConfig) -> Result<ClusterIdentity, Stri
     Err(format!("could not join through {addr}: {last_err}"))
 }
 
-fn try_join(addr: SocketAddr, me: &MemberRecord) -> Result<ClusterIdentity, String> {
+/// A failed join attempt: worth retrying, or not (a configuration mismatch).
+enum JoinError {
+    Retry(String),
+    Fatal(String),
+}
+
+impl From<String> for JoinError {
+    fn from(s: String) -> Self {
+        JoinError::Retry(s)
+    }
+}
+
+fn try_join(
+    addr: SocketAddr,
+    me: &MemberRecord,
+    shards: usize,
+) -> Result<ClusterIdentity, JoinError> {
     let (status, body) = http_call(addr, "GET", "/members", b"")?;
     if status != 200 {
         return Err(format!(
             "GET /members answered {status}: {}",
             String::from_utf8_lossy(&body)
-        ));
+        )
+        .into());
     }
     let reply: MembersReply =
         serde_json::from_slice(&body).map_err(|e| format!("GET /members: {e}"))?;
+    check_shards(reply.shards, shards).map_err(JoinError::Fatal)?;
     let mut members = reply.members;
+    // Always asked, even when shard 0 already lists this node: adding is idempotent, and an
+    // earlier attempt may have stopped after some shards.
+    let payload = serde_json::to_vec(me).map_err(|e| e.to_string())?;
+    let (status, body) = http_call(addr, "POST", "/members", &payload)?;
+    if status != 200 {
+        return Err(format!(
+            "POST /members answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        )
+        .into());
+    }
     if !members.iter().any(|m| m.id == me.id) {
-        let payload = serde_json::to_vec(me).map_err(|e| e.to_string())?;
-        let (status, body) = http_call(addr, "POST", "/members", &payload)?;
-        if status != 200 {
-            return Err(format!(
-                "POST /members answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            ));
-        }
         members.push(me.clone());
     }
     Ok(ClusterIdentity {
         cluster_id: reply.cluster_id,
         node_id: me.id,
         bootstrap: false,
+        shards,
         members,
     })
 }
@@ -234,6 +274,10 @@ mod tests {
         );
         let err = load_or_create(dir.path(), &config(dir.path(), 2)).unwrap_err();
         assert!(err.contains("belongs to node 1"), "{err}");
+        let mut other_shards = config(dir.path(), 1);
+        other_shards.shards = 3;
+        let err = load_or_create(dir.path(), &other_shards).unwrap_err();
+        assert!(err.contains("--shards 1"), "{err}");
         std::fs::write(dir.path().join(FILE_NAME), b"{garbage").unwrap();
         assert!(load_or_create(dir.path(), &config(dir.path(), 1))
             .unwrap_err()
@@ -247,7 +291,8 @@ mod tests {
         let b = crate::config::parse_members("2=127.0.0.1:3/127.0.0.1:4,1=127.0.0.1:1/127.0.0.1:2")
             .unwrap();
         let c = crate::config::parse_members("1=127.0.0.1:1/127.0.0.1:2").unwrap();
-        assert_eq!(cluster_id_of(&a), cluster_id_of(&b));
-        assert_ne!(cluster_id_of(&a), cluster_id_of(&c));
+        assert_eq!(cluster_id_of(&a, 2), cluster_id_of(&b, 2));
+        assert_ne!(cluster_id_of(&a, 2), cluster_id_of(&c, 2));
+        assert_ne!(cluster_id_of(&a, 2), cluster_id_of(&a, 3));
     }
 }

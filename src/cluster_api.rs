@@ -25,6 +25,7 @@ struct MemberView {
 #[derive(Serialize)]
 struct Members {
     cluster_id: u64,
+    shards: usize,
     members: Vec<MemberView>,
 }
 
@@ -54,6 +55,7 @@ async fn list(me: Rc<Shard>) -> Response {
             200,
             &Members {
                 cluster_id,
+                shards: me.mesh.shards(),
                 members,
             },
         ),

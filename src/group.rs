@@ -101,6 +101,36 @@ pub struct MemberAddrs {
     pub http_addr: String,
 }
 
+/// What a shard's snapshot holds: the state machine and the member address book. The
+/// addresses travel with the snapshot because the entries that carried them (membership
+/// changes) are compacted away, and a node restored from a snapshot must still reach every
+/// member.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct GroupSnapshot {
+    members: Vec<(u64, MemberAddrs)>,
+    kv: Vec<u8>,
+}
+
+fn encode_group_snapshot(members: &BTreeMap<u64, MemberAddrs>, kv: &KvState) -> Vec<u8> {
+    let snap = GroupSnapshot {
+        members: members.iter().map(|(k, v)| (*k, v.clone())).collect(),
+        kv: kv.snapshot(),
+    };
+    rkyv::to_bytes::<rkyv::rancor::Error>(&snap)
+        .map(|b| b.into_vec())
+        .unwrap_or_default()
+}
+
+/// Validates and opens a snapshot payload (from disk or from the leader).
+fn decode_group_snapshot(bytes: &[u8]) -> Result<(BTreeMap<u64, MemberAddrs>, KvState), String> {
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    let snap = rkyv::from_bytes::<GroupSnapshot, rkyv::rancor::Error>(&aligned)
+        .map_err(|e| e.to_string())?;
+    let kv = KvState::restore(&snap.kv).map_err(|e| e.to_string())?;
+    Ok((snap.members.into_iter().collect(), kv))
+}
+
 /// A raft [`Storage`] over the shard's durable log. Entry payloads are `[kind u8][data]`;
 /// index and term live in the log record header.
 pub struct LogStorage {
@@ -302,7 +332,7 @@ pub struct Group {
     /// Reads that have not asked for a read index yet.
     reads_unissued: RefCell<Vec<ReadWaiter>>,
     /// Reads by the read-index context they were issued under.
-    reads_issued: RefCell<HashMap<u64, Vec<ReadWaiter>>>,
+    reads_issued: RefCell<HashMap<u64, (std::time::Instant, Vec<ReadWaiter>)>>,
     next_read_ctx: Cell<u64>,
     /// Reads whose read index is known, waiting for apply to reach it.
     reads_applying: RefCell<BTreeMap<u64, Vec<ReadWaiter>>>,
@@ -380,15 +410,37 @@ impl Group {
             );
         }
         let mut snapshot = None;
+        let mut peers = peers.clone();
         if let Some((meta, data)) = log
             .load_latest_snapshot()
             .map_err(|e| format!("snapshot: {e}"))?
         {
-            kv = KvState::restore(&data).map_err(|e| format!("snapshot at {}: {e}", meta.index))?;
+            let (members, restored) = decode_group_snapshot(&data)
+                .map_err(|e| format!("snapshot at {}: {e}", meta.index))?;
+            kv = restored;
+            peers.extend(members);
             base_conf = decode_conf(&meta.extra)
                 .ok_or_else(|| format!("snapshot at {}: unreadable configuration", meta.index))?;
             snapshot = Some((meta.index, meta.term));
+            // A crash in the middle of installing a leader's snapshot can leave the snapshot
+            // saved but the log not yet reset, or the hard state's commit below it: finish
+            // the install. A snapshot only ever covers committed entries.
+            hs.commit = hs.commit.max(meta.index);
+            let log_matches = log.last_index() >= meta.index
+                && log.term(meta.index).ok().flatten() == Some(meta.term);
+            if !log_matches {
+                warn!(
+                    shard,
+                    index = meta.index,
+                    "finishing an interrupted snapshot install: resetting the log"
+                );
+                log.reset(meta.index, meta.term)
+                    .map_err(|e| format!("log reset: {e}"))?
+                    .await
+                    .map_err(|e| format!("log reset: {e}"))?;
+            }
         }
+        let peers = &peers;
         let hard_state = HardState {
             term: hs.term,
             vote: hs.vote,
@@ -483,14 +535,14 @@ impl Group {
         }
     }
 
-    /// Whether messages from `id` are accepted. A node that is not (yet) in its own
-    /// configuration, such as a joiner that has not replicated its addition, accepts all:
-    /// the leader that is catching it up is not in its configuration either.
-    fn is_member(&self, id: u64) -> bool {
+    /// Whether a request forwarded by `id` (a proposal, read index or transfer: term 0) is
+    /// served. Only forwarded requests are filtered: messages that carry a term are left to
+    /// raft (pre-vote and check-quorum keep a removed node from disrupting), because a
+    /// member whose log lags may not yet know a newer member and must still hear from it.
+    fn serves_requests_from(&self, id: u64) -> bool {
         let node = self.node.borrow();
         let cs = node.conf_state();
-        let has = |n: u64| cs.voters.contains(&n) || cs.learners.contains(&n);
-        !has(self.node_id) || has(id)
+        cs.voters.contains(&id) || cs.learners.contains(&id)
     }
 
     fn kick(&self) {
@@ -509,6 +561,7 @@ impl Group {
             ticks += 1;
             if ticks % LEARNER_CHECK_TICKS == 0 {
                 self.promote_caught_up_learners();
+                self.sweep_lost_reads();
             }
             self.kick();
         }
@@ -552,7 +605,9 @@ impl Group {
                 continue;
             }
             match frame.decode::<Message>() {
-                Ok(msg) if msg.from == from && !self.is_member(from) => {
+                Ok(msg)
+                    if msg.from == from && msg.term == 0 && !self.serves_requests_from(from) =>
+                {
                     // A removed node must not keep serving through us (forwarded proposals,
                     // read indexes). Dropping is always safe in raft: it is a lost message.
                     tracing::debug!(shard = self.shard, from, kind = ?msg.kind, "message from a non-member dropped");
@@ -590,8 +645,16 @@ impl Group {
     fn send_all(&self, msgs: Vec<Message>) {
         for m in msgs {
             let to = m.to;
+            let is_snapshot = m.snapshot.is_some();
             match self.transport.send_message(to, FrameKind::Raft, &m) {
-                Ok(()) | Err(SendError::QueueFull { .. }) => {}
+                Ok(()) | Err(SendError::QueueFull { .. }) if !is_snapshot => {}
+                Ok(()) => {}
+                Err(e) if is_snapshot => {
+                    // Let the core fall back to probing instead of waiting on a snapshot that
+                    // never left; a snapshot over the frame limit needs chunked transfer.
+                    error!(shard = self.shard, to, %e, "snapshot not sent");
+                    self.node.borrow_mut().report_snapshot(to, false);
+                }
                 Err(SendError::UnknownPeer { .. }) => self.node.borrow_mut().report_unreachable(to),
                 Err(e) => warn!(shard = self.shard, to, %e, "raft message not sent"),
             }
@@ -659,14 +722,12 @@ impl Group {
 
     async fn install_snapshot(&self, snap: Snapshot) {
         let index = snap.meta.index;
-        let kv = match KvState::restore(&snap.data) {
-            Ok(kv) => kv,
-            // The leader's snapshot is validated before use; a bad one is not installed
-            // (raft will retry), and the entries it covers are never applied from it.
-            Err(e) => {
-                error!(shard = self.shard, index, %e, "refusing an invalid snapshot from the leader");
-                return;
-            }
+        let (members, kv) = match decode_group_snapshot(&snap.data) {
+            Ok(decoded) => decoded,
+            // The core already counts this snapshot as installed once the Ready is advanced,
+            // so carrying on would leave state, log and core disagreeing. The frame was
+            // checksummed and validated, so this means a bug or a corrupt leader: stop.
+            Err(e) => self.fatal("invalid snapshot from the leader", e),
         };
         let meta = mast_log::SnapshotMeta {
             index,
@@ -685,6 +746,10 @@ impl Group {
             Err(e) => self.fatal("log reset", e),
         }
         *self.kv.borrow_mut() = kv;
+        for (id, addrs) in &members {
+            self.set_peer(*id, addrs);
+        }
+        self.members.borrow_mut().extend(members);
         self.snapshot_index.set(index);
         info!(
             shard = self.shard,
@@ -765,7 +830,7 @@ impl Group {
         let Some(term) = self.node.borrow().term_at(applied) else {
             return;
         };
-        let data = self.kv.borrow().snapshot();
+        let data = encode_group_snapshot(&self.members.borrow(), &self.kv.borrow());
         let conf = self.node.borrow().applied_conf_state().clone();
         let meta = mast_log::SnapshotMeta {
             index: applied,
@@ -794,13 +859,17 @@ impl Group {
         }
         let ctx = self.next_read_ctx.get() + 1;
         self.next_read_ctx.set(ctx);
-        match self
-            .node
-            .borrow_mut()
-            .read_index(ctx.to_le_bytes().to_vec())
-        {
+        // The leader matches acknowledgements to requests by context bytes, so they must be
+        // unique across nodes and restarts: node id, boot nonce, counter.
+        let mut ctx_bytes = Vec::with_capacity(24);
+        ctx_bytes.extend_from_slice(&self.node_id.to_le_bytes());
+        ctx_bytes.extend_from_slice(&self.boot.to_le_bytes());
+        ctx_bytes.extend_from_slice(&ctx.to_le_bytes());
+        match self.node.borrow_mut().read_index(ctx_bytes) {
             Ok(()) => {
-                self.reads_issued.borrow_mut().insert(ctx, batch);
+                self.reads_issued
+                    .borrow_mut()
+                    .insert(ctx, (std::time::Instant::now(), batch));
             }
             Err(e) => {
                 let err = match self.leader.get() {
@@ -816,11 +885,10 @@ impl Group {
 
     fn complete_read_states(&self, states: Vec<ReadState>) {
         for rs in states {
-            let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()).map(u64::from_le_bytes)
-            else {
+            let Some(ctx) = self.own_read_ctx(&rs.request_ctx) else {
                 continue;
             };
-            let Some(waiters) = self.reads_issued.borrow_mut().remove(&ctx) else {
+            let Some((_, waiters)) = self.reads_issued.borrow_mut().remove(&ctx) else {
                 continue;
             };
             self.reads_applying
@@ -830,6 +898,49 @@ impl Group {
                 .extend(waiters);
         }
         self.wake_reads_applied();
+    }
+
+    /// The counter of a read context this process issued, or None for anyone else's.
+    fn own_read_ctx(&self, bytes: &[u8]) -> Option<u64> {
+        let word = |i: usize| {
+            bytes
+                .get(i * 8..i * 8 + 8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_le_bytes)
+        };
+        if bytes.len() != 24 || word(0)? != self.node_id || word(1)? != self.boot {
+            return None;
+        }
+        word(2)
+    }
+
+    /// Drops read batches whose ReadIndex was lost (a leader change, a dropped message): their
+    /// clients have timed out already, and nothing else would ever remove them.
+    fn sweep_lost_reads(&self) {
+        let timeout = Duration::from_millis(self.opts.request_timeout_ms);
+        self.reads_issued
+            .borrow_mut()
+            .retain(|_, (issued, _)| issued.elapsed() < timeout);
+        self.reads_applying.borrow_mut().retain(|_, waiters| {
+            waiters.retain(|w| !w.is_canceled());
+            !waiters.is_empty()
+        });
+    }
+
+    fn pending_reads(&self) -> usize {
+        self.reads_unissued.borrow().len()
+            + self
+                .reads_issued
+                .borrow()
+                .values()
+                .map(|(_, b)| b.len())
+                .sum::<usize>()
+            + self
+                .reads_applying
+                .borrow()
+                .values()
+                .map(Vec::len)
+                .sum::<usize>()
     }
 
     fn wake_reads_applied(&self) {
@@ -901,7 +1012,7 @@ impl Group {
     /// (ReadIndex): a read after it is linearizable.
     pub async fn read_barrier(&self) -> Result<(), GroupError> {
         self.check_serving()?;
-        if self.reads_unissued.borrow().len() >= self.opts.pending_reads_max {
+        if self.pending_reads() >= self.opts.pending_reads_max {
             return Err(GroupError::Overloaded);
         }
         let (tx, rx) = oneshot::channel();
@@ -910,19 +1021,30 @@ impl Group {
         self.wait(rx).await?
     }
 
-    /// Proposes a membership change.
+    /// Proposes a membership change and waits until this replica has applied a
+    /// configuration in which it holds. Idempotent: a change that already holds succeeds at
+    /// once, so a caller may retry a partly applied multi-shard change.
     pub async fn change_membership(&self, cc: ConfChange) -> Result<(), GroupError> {
         self.check_serving()?;
-        let target = self.node.borrow().last_index() + 1;
+        let id = cc.node_id;
+        let holds = |cs: &ConfState| match cc.kind {
+            ConfChangeKind::AddLearner => cs.learners.contains(&id) || cs.voters.contains(&id),
+            ConfChangeKind::AddVoter | ConfChangeKind::PromoteLearner => cs.voters.contains(&id),
+            ConfChangeKind::RemoveNode => !cs.voters.contains(&id) && !cs.learners.contains(&id),
+        };
+        if holds(self.node.borrow().applied_conf_state()) {
+            return Ok(());
+        }
         self.node
             .borrow_mut()
-            .propose_conf_change(cc)
+            .propose_conf_change(cc.clone())
             .map_err(|e| GroupError::Refused(e.to_string()))?;
         self.kick();
-        // Done when the change's entry has applied here (a read barrier past it).
+        // A follower forwards the change and never hears if the leader refused it, so the
+        // answer is the applied configuration, not the proposal.
         let deadline =
             std::time::Instant::now() + Duration::from_millis(self.opts.request_timeout_ms);
-        while self.kv.borrow().applied() < target {
+        while !holds(self.node.borrow().applied_conf_state()) {
             if std::time::Instant::now() > deadline {
                 return Err(GroupError::Timeout);
             }

@@ -746,8 +746,10 @@ async fn writer_loop(
         }
         let now = Instant::now();
         let due = schedule.borrow().due(now);
-        // No sends after the end, not even overdue ones: the backlog is counted as unsent.
-        if due >= ctx.end || now >= ctx.end || budget.borrow().left == Some(0) {
+        // Open loop: requests scheduled before the end are still sent after it (late, and
+        // charged for it) until the drain deadline; what is left then is counted as unsent.
+        let drain_end = ctx.end + ctx.cfg.response_timeout;
+        if due >= ctx.end || now >= drain_end || budget.borrow().left == Some(0) {
             finish(&shared);
             return (true, wr);
         }
