@@ -22,6 +22,7 @@ VALUE_SIZE=${VALUE_SIZE:-64}
 KEYS=${KEYS:-10000}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 MAST_RUN=""
+LOAD_START=""
 MAST_BIN=${MAST_BIN:-$TARGET_DIR/release/mast}
 LOAD_BIN=${LOAD_BIN:-$TARGET_DIR/release/mast-load}
 DATE=$(date -u +%Y-%m-%d)
@@ -262,7 +263,7 @@ machine_md() {
     echo "- CPUs: $(nproc) ($(lscpu | sed -n 's/^Model name: *//p' | head -1)); server pinned to CPU $SERVER_CPU, client to CPU $CLIENT_CPU"
     echo "- Kernel: $(uname -sr)"
     echo "- Disk (all data dirs): $(findmnt -n -T "$RUN_DIR" -o SOURCE,FSTYPE 2>/dev/null | tr -s ' ') — $(df -h "$RUN_DIR" | tail -1 | awk '{print $2" total, "$4" free"}')"
-    echo "- Load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared: compare ratios, not absolutes)"
+    echo "- Load average at the start of the run: $LOAD_START (the machine is shared: compare ratios, not absolutes)"
     echo "- Versions: $(nginx -v 2>&1 | sed 's/nginx version: //'), etcd $(etcd --version 2>/dev/null | sed -n 's/etcd Version: //p'), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), mast $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo "?")"
     echo
 }
@@ -429,7 +430,8 @@ print(max(1.0, statistics.median(v)/2))' "$ROWS")
     fi
     local title="Durable PUT /kv, $n node(s) on 127.0.0.1: mast vs etcd"
     [ "$n" = 1 ] && title+=" vs nginx"
-    copy_plots "put-$n" "put$n-mast-r$ROUNDS" "put$n-etcd-r$ROUNDS"
+    copy_plots "put-$n" "put$n-mast-r$ROUNDS" "put$n-etcd-r$ROUNDS" \
+        "put$n-open-mast-r$ROUNDS" "put$n-open-etcd-r$ROUNDS"
     write_result "put-$n" "$title" "$ROWS" "$notes"
 }
 
@@ -455,6 +457,7 @@ scenario_get() {
 # --- main --------------------------------------------------------------------------------
 
 main() {
+    LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
     local scenarios=("$@")
     [ ${#scenarios[@]} -eq 0 ] && scenarios=(healthz)
     [ "${scenarios[0]}" = all ] && scenarios=(healthz put-1 put-3 get-1)

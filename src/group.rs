@@ -337,6 +337,8 @@ pub struct Group {
     /// Reads whose read index is known, waiting for apply to reach it.
     reads_applying: RefCell<BTreeMap<u64, Vec<ReadWaiter>>>,
     snapshot_index: Cell<u64>,
+    /// The hard state last queued to disk (see `handle_ready`).
+    persisted_hard_state: Cell<mast_log::HardState>,
     /// Entry bytes applied since the last snapshot.
     applied_bytes_since_snapshot: Cell<u64>,
     leader: Cell<u64>,
@@ -480,6 +482,7 @@ impl Group {
             log,
             snapshot_index: Cell::new(snapshot.map_or(0, |s| s.0)),
             applied_bytes_since_snapshot: Cell::new(0),
+            persisted_hard_state: Cell::new(hs),
             kv: RefCell::new(kv),
             transport: Rc::new(transport),
             proposals: RefCell::new(HashMap::new()),
@@ -696,14 +699,23 @@ impl Group {
             }
         }
         if let Some(hs) = rd.hard_state {
-            let hs = mast_log::HardState {
-                term: hs.term,
-                vote: hs.vote,
-                commit: hs.commit,
-            };
-            match self.log.save_hard_state(hs) {
-                Ok(d) => durable.push(d),
-                Err(e) => self.fatal("hard state", e),
+            // Term and vote must be durable before anything is said at that term. The commit
+            // index is volatile in raft (a restarted node relearns it from the leader, or as
+            // a sole voter by committing an entry of its new term), so a change of commit
+            // alone does not cost a second fsync per batch: it is written with the next
+            // term or vote change.
+            let persisted = self.persisted_hard_state.get();
+            if hs.term != persisted.term || hs.vote != persisted.vote {
+                let hs = mast_log::HardState {
+                    term: hs.term,
+                    vote: hs.vote,
+                    commit: hs.commit,
+                };
+                match self.log.save_hard_state(hs) {
+                    Ok(d) => durable.push(d),
+                    Err(e) => self.fatal("hard state", e),
+                }
+                self.persisted_hard_state.set(hs);
             }
         }
         for d in durable {
@@ -1012,6 +1024,9 @@ impl Group {
     /// (ReadIndex): a read after it is linearizable.
     pub async fn read_barrier(&self) -> Result<(), GroupError> {
         self.check_serving()?;
+        if self.sole_voter_has_applied_commit() {
+            return Ok(());
+        }
         if self.pending_reads() >= self.opts.pending_reads_max {
             return Err(GroupError::Overloaded);
         }
@@ -1019,6 +1034,20 @@ impl Group {
         self.reads_unissued.borrow_mut().push(tx);
         self.kick();
         self.wait(rx).await?
+    }
+
+    /// With this leader as the only voter, no other node can commit, and every write is
+    /// acknowledged only after it is applied here; so once everything committed is applied,
+    /// local state is linearizable without a ReadIndex round. (Adding a voter takes effect
+    /// when its entry is appended here, which turns this off before the voter can vote.)
+    fn sole_voter_has_applied_commit(&self) -> bool {
+        let node = self.node.borrow();
+        node.role() == Role::Leader
+            && node.conf_state().voters == [self.node_id]
+            // Until an entry of its own term commits, a new leader's commit index may lag
+            // entries committed (and acknowledged) before it took office.
+            && node.term_at(node.commit()) == Some(node.term())
+            && self.kv.borrow().applied() >= node.commit()
     }
 
     /// Proposes a membership change and waits until this replica has applied a

@@ -525,6 +525,74 @@ impl Cluster {
         }
     }
 
+    /// Directory holding the cluster's data dirs and logs.
+    pub fn root_dir(&self) -> PathBuf {
+        self.root().to_path_buf()
+    }
+
+    /// SIGKILLs node `id`, reaps it and starts it again at once with the same flags, without
+    /// waiting for its ports to be released (unlike [`Cluster::restart`]): the server itself
+    /// must cope with its own just-closed listeners. Waits for `/healthz`.
+    pub fn kill_and_restart_at_once(&mut self, id: u64) -> Result<(), String> {
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| format!("no node {id}"))?;
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        node.state = NodeState::Down;
+        self.spawn(id)?;
+        self.wait_healthy(id, Instant::now() + HEALTHY_TIMEOUT)
+    }
+
+    /// Runs `mast server <args>` as a one-off process that is expected to exit by itself
+    /// (a refused start) and returns how it exited and what it printed. It is killed, and an
+    /// error returned, if it is still running after `timeout`.
+    pub fn run_until_exit(
+        &self,
+        name: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<(std::process::ExitStatus, String), String> {
+        let log_path = self.root().join(format!("{name}.log"));
+        let log = File::create(&log_path).map_err(|e| format!("create {log_path:?}: {e}"))?;
+        let log2 = log.try_clone().map_err(|e| format!("dup log: {e}"))?;
+        let mut cmd = Command::new(MAST_BIN);
+        cmd.arg("server")
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("MAST_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2));
+        let mut child = self.spawner.spawn(cmd)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Ok((status, tail(&log_path, LOG_TAIL_LINES))),
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "`mast server {}` still running after {timeout:?}; output tail:\n{}",
+                        args.join(" "),
+                        tail(&log_path, LOG_TAIL_LINES)
+                    ));
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("wait for {name}: {e}"));
+                }
+            }
+        }
+    }
+
     /// The last `lines` lines of node `id`'s log.
     pub fn log_tail(&self, id: u64, lines: usize) -> String {
         match self.nodes.get(&id) {

@@ -39,6 +39,9 @@ pub enum FrameKind {
     HandshakeAck = 2,
     /// Acceptor → dialer: [`crate::HandshakeReject`]; the acceptor closes afterwards.
     HandshakeReject = 3,
+    /// One piece of a message too large for a single frame; the payload starts with a
+    /// [`crate::FragmentHeader`]. Sent and consumed by the transport only.
+    Fragment = 4,
     /// A raft message between replicas of one group.
     Raft = 16,
     /// A client request forwarded to the leader.
@@ -53,10 +56,11 @@ pub enum FrameKind {
 
 impl FrameKind {
     /// Every kind, for tests and tools.
-    pub const ALL: [FrameKind; 8] = [
+    pub const ALL: [FrameKind; 9] = [
         FrameKind::Handshake,
         FrameKind::HandshakeAck,
         FrameKind::HandshakeReject,
+        FrameKind::Fragment,
         FrameKind::Raft,
         FrameKind::ForwardRequest,
         FrameKind::ForwardResponse,
@@ -75,6 +79,7 @@ impl FrameKind {
             1 => FrameKind::Handshake,
             2 => FrameKind::HandshakeAck,
             3 => FrameKind::HandshakeReject,
+            4 => FrameKind::Fragment,
             16 => FrameKind::Raft,
             17 => FrameKind::ForwardRequest,
             18 => FrameKind::ForwardResponse,
@@ -90,6 +95,14 @@ impl FrameKind {
             self,
             FrameKind::Handshake | FrameKind::HandshakeAck | FrameKind::HandshakeReject
         )
+    }
+}
+
+impl FrameKind {
+    /// True for the kinds only the transport itself may send: connection setup and
+    /// fragments (users send the whole message; the transport splits it).
+    pub const fn is_transport_only(self) -> bool {
+        self.is_handshake() || matches!(self, FrameKind::Fragment)
     }
 }
 
@@ -205,6 +218,33 @@ pub fn encode_frame(kind: FrameKind, payload: &[u8], out: &mut BytesMut) -> Resu
     crc.update(payload);
     out.put_u32_le(crc.finalize());
     out.put_slice(payload);
+    Ok(())
+}
+
+/// Appends one frame whose payload is the concatenation of `parts`, without first
+/// gathering them in one buffer (the fragment header and a slice of the message).
+pub(crate) fn encode_frame_parts(
+    kind: FrameKind,
+    parts: &[&[u8]],
+    out: &mut BytesMut,
+) -> Result<(), FrameError> {
+    let payload_bytes = parts.iter().fold(0usize, |n, p| n.saturating_add(p.len()));
+    let len = u32::try_from(payload_bytes).map_err(|_| FrameError::TooLarge {
+        frame_bytes: frame_bytes(payload_bytes) as u64,
+        frame_bytes_max: frame_bytes(u32::MAX as usize) as u64,
+    })?;
+    out.reserve(HEADER_BYTES + payload_bytes);
+    let start = out.len();
+    put_header_prefix(out, kind, len);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&out[start..start + 12]);
+    for part in parts {
+        crc.update(part);
+    }
+    out.put_u32_le(crc.finalize());
+    for part in parts {
+        out.put_slice(part);
+    }
     Ok(())
 }
 

@@ -2,6 +2,8 @@
 //!
 //! - [`frame`]: the pure codec: 16-byte checksummed header + rkyv payload, incremental
 //!   decoding with a size limit checked before the payload is buffered.
+//! - [`fragment`]: splitting a message too large for one frame into fragment frames, and
+//!   reassembling them (one message at a time per connection, bounded).
 //! - [`message`]: serializing rkyv messages straight into frames, validated access, and the
 //!   connection handshake messages.
 //! - [`transport`]: one [`PeerTransport`] per shard on monoio: lazy dialing with handshake
@@ -17,10 +19,15 @@
 pub use bytes;
 pub use rkyv;
 
+pub mod fragment;
 pub mod frame;
 pub mod message;
 pub mod transport;
 
+pub use fragment::{
+    encode_fragments, fragment_plan, FragmentError, FragmentHeader, Reassembler,
+    FRAGMENT_HEADER_BYTES,
+};
 pub use frame::{
     encode_frame, frame_bytes, Frame, FrameDecoder, FrameError, FrameKind, FRAME_BYTES_MAX_DEFAULT,
     HEADER_BYTES, MAGIC, PAYLOAD_ALIGN, VERSION,

@@ -55,15 +55,25 @@ where
     T: for<'o, 'a> Serialize<HighSerializer<PayloadWriter<'o>, ArenaHandle<'a>, rancor::Error>>,
 {
     let start = begin_frame(out);
+    if let Err(e) = serialize_payload(value, out) {
+        out.truncate(start);
+        return Err(e);
+    }
+    finish_frame(out, start, kind)?;
+    Ok(())
+}
+
+/// Appends `value`'s rkyv archive to `out`, positions relative to where it starts (so it
+/// is valid once copied to an aligned buffer). On error, bytes may have been appended.
+pub(crate) fn serialize_payload<T>(value: &T, out: &mut BytesMut) -> Result<(), MessageError>
+where
+    T: for<'o, 'a> Serialize<HighSerializer<PayloadWriter<'o>, ArenaHandle<'a>, rancor::Error>>,
+{
     let writer = PayloadWriter {
         base: out.len(),
         out: &mut *out,
     };
-    if let Err(e) = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, writer) {
-        out.truncate(start);
-        return Err(MessageError::Rkyv(e));
-    }
-    finish_frame(out, start, kind)?;
+    rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, writer)?;
     Ok(())
 }
 

@@ -24,7 +24,7 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use monoio::buf::IoBufMut;
+use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{
     CancelHandle, CancelableAsyncReadRent, CancelableAsyncWriteRentExt, Canceller, Splitable,
 };
@@ -35,9 +35,13 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tracing::{debug, info, warn};
 
-use crate::frame::{encode_frame, frame_bytes, Frame, FrameDecoder, FrameError, FrameKind};
+use crate::fragment::{encode_fragments, fragment_plan, Reassembler, FRAGMENT_HEADER_BYTES};
+use crate::frame::{
+    begin_frame, encode_frame, finish_frame, frame_bytes, Frame, FrameDecoder, FrameError,
+    FrameKind, HEADER_BYTES,
+};
 use crate::message::{
-    encode_message, Handshake, HandshakeAck, HandshakeReject, MessageError, PayloadWriter,
+    encode_message, serialize_payload, Handshake, HandshakeAck, HandshakeReject, MessageError, PayloadWriter,
     RejectReason, PROTOCOL_VERSION,
 };
 
@@ -49,6 +53,15 @@ const HANDSHAKE_FRAME_BYTES_MAX: usize = 4096;
 /// to `ACCEPT_BACKOFF_MAX_MS`, so the accept loop does not spin.
 const ACCEPT_BACKOFF_MIN_MS: u64 = 10;
 const ACCEPT_BACKOFF_MAX_MS: u64 = 1000;
+
+/// Default [`TransportConfig::message_bytes_max`]: 1 GiB.
+pub const MESSAGE_BYTES_MAX_DEFAULT: usize = 1 << 30;
+/// Default [`TransportConfig::fragment_bytes`]: 4 MiB.
+pub const FRAGMENT_BYTES_DEFAULT: usize = 4 << 20;
+
+/// Largest single `write_all` of a batch: the write stall timeout applies to each, so a
+/// batch holding a large fragmented message is not abandoned merely for being large.
+const WRITE_CHUNK_BYTES: usize = 4 << 20;
 
 /// Settings of one shard's transport. Limits carry their unit in their name.
 #[derive(Debug, Clone)]
@@ -63,9 +76,22 @@ pub struct TransportConfig {
     pub listen_addr: SocketAddr,
     /// Largest frame (16-byte header + payload) sent or accepted.
     pub frame_bytes_max: usize,
+    /// Largest logical message sent or accepted, counted like a frame (16-byte header +
+    /// payload). A message that does not fit one frame travels as fragments and is
+    /// reassembled by the receiver, holding at most this much per inbound connection.
+    /// Must be at least `frame_bytes_max`.
+    pub message_bytes_max: usize,
+    /// Message bytes carried by each fragment of a message too large for one frame;
+    /// clamped to what fits in a frame (`frame_bytes_max - HEADER_BYTES -
+    /// FRAGMENT_HEADER_BYTES`), see [`TransportConfig::fragment_data_bytes`].
+    pub fragment_bytes: usize,
     /// Frames queued for one peer before further sends to it are dropped.
     pub send_queue_frames_max: usize,
-    /// Bytes queued for one peer before further sends to it are dropped.
+    /// Bytes queued for one peer before further sends to it are dropped. A whole
+    /// fragmented message counts (all its fragment frames); one larger than this limit is
+    /// only accepted alone, into an empty queue with no such message being written (see
+    /// the crate README), so a peer holds at most about `send_queue_bytes_max +
+    /// message_bytes_max`.
     pub send_queue_bytes_max: usize,
     /// Frames received but not yet taken by [`PeerTransport::recv`]; beyond this, readers
     /// stop reading (TCP backpressure).
@@ -104,6 +130,8 @@ impl TransportConfig {
             shard,
             listen_addr,
             frame_bytes_max: crate::frame::FRAME_BYTES_MAX_DEFAULT,
+            message_bytes_max: MESSAGE_BYTES_MAX_DEFAULT,
+            fragment_bytes: FRAGMENT_BYTES_DEFAULT,
             send_queue_frames_max: 4096,
             send_queue_bytes_max: 32 * 1024 * 1024,
             recv_queue_frames_max: 4096,
@@ -119,10 +147,21 @@ impl TransportConfig {
         }
     }
 
+    /// Message bytes per fragment actually used: `fragment_bytes`, clamped so a fragment
+    /// frame fits `frame_bytes_max`.
+    pub fn fragment_data_bytes(&self) -> usize {
+        let room = self
+            .frame_bytes_max
+            .saturating_sub(HEADER_BYTES + FRAGMENT_HEADER_BYTES);
+        self.fragment_bytes.min(room).max(1)
+    }
+
     /// Checks the limits are usable.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("frame_bytes_max", self.frame_bytes_max as u64),
+            ("message_bytes_max", self.message_bytes_max as u64),
+            ("fragment_bytes", self.fragment_bytes as u64),
             ("send_queue_frames_max", self.send_queue_frames_max as u64),
             ("send_queue_bytes_max", self.send_queue_bytes_max as u64),
             ("recv_queue_frames_max", self.recv_queue_frames_max as u64),
@@ -157,6 +196,20 @@ impl TransportConfig {
             return Err(ConfigError(format!(
                 "send_queue_bytes_max {} is below frame_bytes_max {}: the largest frame could never be queued",
                 self.send_queue_bytes_max, self.frame_bytes_max
+            )));
+        }
+        if self.message_bytes_max < self.frame_bytes_max {
+            return Err(ConfigError(format!(
+                "message_bytes_max {} is below frame_bytes_max {}",
+                self.message_bytes_max, self.frame_bytes_max
+            )));
+        }
+        // Keeps the receiver's buffer allocatable and the fragment count within its u32.
+        let fragments = self.message_bytes_max.div_ceil(self.fragment_data_bytes());
+        if self.message_bytes_max > isize::MAX as usize / 2 || fragments > u32::MAX as usize {
+            return Err(ConfigError(format!(
+                "message_bytes_max {} is too large (or fragment_bytes too small)",
+                self.message_bytes_max
             )));
         }
         if self.backoff_max_ms < self.backoff_min_ms {
@@ -212,15 +265,16 @@ pub enum SendError {
         /// The destination.
         node_id: u64,
     },
-    /// The frame exceeds [`TransportConfig::frame_bytes_max`].
-    #[error("frame of {frame_bytes} bytes exceeds the limit of {frame_bytes_max} bytes")]
+    /// The message exceeds [`TransportConfig::message_bytes_max`] (messages up to that
+    /// size that do not fit one frame are fragmented, not refused).
+    #[error("message of {frame_bytes} bytes exceeds the limit of {frame_bytes_max} bytes")]
     TooLarge {
-        /// Size of the refused frame, header included.
+        /// Size of the refused message as one frame, header included.
         frame_bytes: usize,
-        /// The limit.
+        /// The limit that applied: `message_bytes_max`.
         frame_bytes_max: usize,
     },
-    /// Handshake kinds are sent by the transport only.
+    /// Handshake and fragment kinds are sent by the transport only.
     #[error("frame kind {0:?} is reserved for the transport")]
     ReservedKind(FrameKind),
     /// The message could not be serialized.
@@ -253,8 +307,13 @@ pub struct PeerStats {
     /// `write_all` calls that carried them; `frames_sent / batches_written` is the
     /// batching factor.
     pub batches_written: u64,
-    /// Frames dropped: queue full at send, or lost with a connection that failed mid-write.
+    /// Frames dropped: one per send refused with `QueueFull` (whatever its size), plus the
+    /// wire frames lost with a connection that failed mid-write.
     pub frames_dropped: u64,
+    /// Messages too large for one frame that were queued as fragments.
+    pub messages_fragmented: u64,
+    /// Fragmented messages received from this node and reassembled.
+    pub messages_reassembled: u64,
     /// Frames received from this node.
     pub frames_received: u64,
     /// Bytes (headers included) received from this node.
@@ -288,6 +347,9 @@ pub struct TransportStats {
     pub handshake_failures_total: u64,
     /// Handshaken inbound connections closed because of a malformed frame.
     pub malformed_frames_total: u64,
+    /// Handshaken inbound connections closed because their fragments could not be
+    /// reassembled (out of order, inconsistent, over `message_bytes_max`, interleaved).
+    pub fragment_errors_total: u64,
     /// Frames waiting in the inbound queue.
     pub recv_queued_frames: usize,
     /// Payload bytes waiting in the inbound queue.
@@ -440,7 +502,30 @@ impl InboundQueue {
 #[derive(Default)]
 struct SendQueue {
     buf: BytesMut,
+    /// Wire frames in `buf` (each fragment counts).
     frames: usize,
+    /// Bytes of the batch the writer is writing now (taken out of `buf`).
+    in_flight_bytes: usize,
+    /// Id of the next fragmented message.
+    next_message_id: u64,
+}
+
+impl SendQueue {
+    /// Whether `frames` more frames of `bytes` may be queued. A message over the limits
+    /// passes alone into an empty queue, unless a batch over the byte limit is still being
+    /// written: at most one oversized message is held per peer at a time.
+    /// `queued_bytes` is the queue's length before this message.
+    fn admits(
+        &self,
+        cfg: &TransportConfig,
+        queued_bytes: usize,
+        frames: usize,
+        bytes: usize,
+    ) -> bool {
+        let fits = self.frames.saturating_add(frames) <= cfg.send_queue_frames_max
+            && queued_bytes.saturating_add(bytes) <= cfg.send_queue_bytes_max;
+        fits || (self.frames == 0 && self.in_flight_bytes <= cfg.send_queue_bytes_max)
+    }
 }
 
 #[derive(Default)]
@@ -449,6 +534,7 @@ struct OutCounters {
     bytes_sent: Cell<u64>,
     batches_written: Cell<u64>,
     frames_dropped: Cell<u64>,
+    messages_fragmented: Cell<u64>,
     connects: Cell<u64>,
     connect_failures: Cell<u64>,
     handshakes_refused: Cell<u64>,
@@ -458,6 +544,7 @@ struct OutCounters {
 struct InCounters {
     frames_received: u64,
     bytes_received: u64,
+    messages_reassembled: u64,
 }
 
 struct Peer {
@@ -481,6 +568,7 @@ struct Counters {
     handshakes_rejected: Cell<u64>,
     handshake_failures: Cell<u64>,
     malformed_frames: Cell<u64>,
+    fragment_errors: Cell<u64>,
 }
 
 fn bump(cell: &Cell<u64>, by: u64) {
@@ -593,72 +681,131 @@ impl Shared {
         Ok(())
     }
 
-    /// Queues one frame for `to`, `encode` appending it to the queue buffer. `size_hint`
-    /// is the frame size when known before encoding.
-    fn enqueue(
-        &self,
-        to: u64,
-        kind: FrameKind,
-        size_hint: Option<usize>,
-        encode: impl FnOnce(&mut BytesMut) -> Result<(), SendError>,
-    ) -> Result<(), SendError> {
+    /// The peer a send goes to, after the checks every send makes.
+    fn send_target(&self, to: u64, kind: FrameKind) -> Result<Rc<Peer>, SendError> {
         if self.closed.get() {
             return Err(SendError::Closed);
         }
-        if kind.is_handshake() {
+        if kind.is_transport_only() {
             return Err(SendError::ReservedKind(kind));
         }
-        let peer = self
-            .peers
+        self.peers
             .borrow()
             .get(&to)
             .cloned()
-            .ok_or(SendError::UnknownPeer { node_id: to })?;
-        let frame_bytes_max = self.cfg.frame_bytes_max;
-        if let Some(frame_bytes) = size_hint {
-            if frame_bytes > frame_bytes_max {
-                return Err(SendError::TooLarge {
-                    frame_bytes,
-                    frame_bytes_max,
-                });
-            }
-        }
-        let mut queue = peer.queue.borrow_mut();
-        let bytes_max = self.cfg.send_queue_bytes_max;
-        let full = queue.frames >= self.cfg.send_queue_frames_max
-            || size_hint.is_some_and(|n| queue.buf.len().saturating_add(n) > bytes_max);
-        if full {
-            drop(queue);
-            bump(&peer.counters.frames_dropped, 1);
-            return Err(SendError::QueueFull { node_id: to });
-        }
-        let start = queue.buf.len();
-        encode(&mut queue.buf)?;
-        let written = queue.buf.len() - start;
-        if written > frame_bytes_max {
-            queue.buf.truncate(start);
+            .ok_or(SendError::UnknownPeer { node_id: to })
+    }
+
+    fn check_message_size(&self, message_bytes: usize) -> Result<(), SendError> {
+        if message_bytes > self.cfg.message_bytes_max {
             return Err(SendError::TooLarge {
-                frame_bytes: written,
-                frame_bytes_max,
+                frame_bytes: message_bytes,
+                frame_bytes_max: self.cfg.message_bytes_max,
             });
         }
-        if queue.buf.len() > bytes_max {
-            queue.buf.truncate(start);
-            drop(queue);
-            bump(&peer.counters.frames_dropped, 1);
-            return Err(SendError::QueueFull { node_id: to });
+        Ok(())
+    }
+
+    fn send(&self, to: u64, kind: FrameKind, payload: &[u8]) -> Result<(), SendError> {
+        let peer = self.send_target(to, kind)?;
+        let cfg = &self.cfg;
+        let size = HEADER_BYTES.saturating_add(payload.len());
+        self.check_message_size(size)?;
+        let mut queue = peer.queue.borrow_mut();
+        let queued = queue.buf.len();
+        if size <= cfg.frame_bytes_max {
+            if !queue.admits(cfg, queued, 1, size) {
+                drop(queue);
+                return Err(queue_full(&peer));
+            }
+            encode_frame(kind, payload, &mut queue.buf).map_err(|e| SendError::Encode(e.into()))?;
+            queue.frames += 1;
+        } else {
+            let fragment_bytes = cfg.fragment_data_bytes();
+            let (count, wire_bytes) = fragment_plan(payload.len(), fragment_bytes);
+            if !queue.admits(cfg, queued, count, wire_bytes) {
+                drop(queue);
+                return Err(queue_full(&peer));
+            }
+            let id = queue.next_message_id;
+            encode_fragments(kind, id, payload, fragment_bytes, &mut queue.buf)
+                .map_err(|e| SendError::Encode(e.into()))?;
+            queue.next_message_id = id.wrapping_add(1);
+            queue.frames += count;
+            bump(&peer.counters.messages_fragmented, 1);
         }
-        queue.frames += 1;
         drop(queue);
         peer.wake.notify();
         Ok(())
     }
 
-    fn send(&self, to: u64, kind: FrameKind, payload: &[u8]) -> Result<(), SendError> {
-        let size = frame_bytes(payload.len());
-        self.enqueue(to, kind, Some(size), |out| {
-            encode_frame(kind, payload, out).map_err(|e| SendError::Encode(e.into()))
-        })
+    /// Serializes straight into the queue (no copy for a message that fits one frame);
+    /// a larger one is then cut into fragments, which costs one copy.
+    fn send_message<T>(&self, to: u64, kind: FrameKind, value: &T) -> Result<(), SendError>
+    where
+        T: for<'o, 'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<
+                PayloadWriter<'o>,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rkyv::rancor::Error,
+            >,
+        >,
+    {
+        let peer = self.send_target(to, kind)?;
+        let cfg = &self.cfg;
+        let mut queue = peer.queue.borrow_mut();
+        let start = queue.buf.len();
+        // Refuse before serializing when even the smallest frame would not be admitted.
+        if !queue.admits(cfg, start, 1, HEADER_BYTES) {
+            drop(queue);
+            return Err(queue_full(&peer));
+        }
+        begin_frame(&mut queue.buf);
+        if let Err(e) = serialize_payload(value, &mut queue.buf) {
+            queue.buf.truncate(start);
+            return Err(SendError::Encode(e));
+        }
+        let size = queue.buf.len() - start;
+        if let Err(e) = self.check_message_size(size) {
+            queue.buf.truncate(start);
+            return Err(e);
+        }
+        if size <= cfg.frame_bytes_max {
+            if !queue.admits(cfg, start, 1, size) {
+                queue.buf.truncate(start);
+                drop(queue);
+                return Err(queue_full(&peer));
+            }
+            finish_frame(&mut queue.buf, start, kind).map_err(|e| SendError::Encode(e.into()))?;
+            queue.frames += 1;
+        } else {
+            let fragment_bytes = cfg.fragment_data_bytes();
+            let (count, wire_bytes) = fragment_plan(size - HEADER_BYTES, fragment_bytes);
+            if !queue.admits(cfg, start, count, wire_bytes) {
+                queue.buf.truncate(start);
+                drop(queue);
+                return Err(queue_full(&peer));
+            }
+            let payload = queue.buf.split_off(start + HEADER_BYTES);
+            queue.buf.truncate(start);
+            let id = queue.next_message_id;
+            encode_fragments(kind, id, &payload, fragment_bytes, &mut queue.buf)
+                .map_err(|e| SendError::Encode(e.into()))?;
+            queue.next_message_id = id.wrapping_add(1);
+            queue.frames += count;
+            bump(&peer.counters.messages_fragmented, 1);
+        }
+        drop(queue);
+        peer.wake.notify();
+        Ok(())
+    }
+}
+
+/// Counts a send refused because the peer's queue is full.
+fn queue_full(peer: &Peer) -> SendError {
+    bump(&peer.counters.frames_dropped, 1);
+    SendError::QueueFull {
+        node_id: peer.node_id,
     }
 }
 
@@ -718,23 +865,8 @@ impl PeerSender {
             >,
         >,
     {
-        send_message(&self.shared, to, kind, value)
+        self.shared.send_message(to, kind, value)
     }
-}
-
-fn send_message<T>(shared: &Shared, to: u64, kind: FrameKind, value: &T) -> Result<(), SendError>
-where
-    T: for<'o, 'a> rkyv::Serialize<
-        rkyv::api::high::HighSerializer<
-            PayloadWriter<'o>,
-            rkyv::ser::allocator::ArenaHandle<'a>,
-            rkyv::rancor::Error,
-        >,
-    >,
-{
-    shared.enqueue(to, kind, None, |out| {
-        encode_message(kind, value, out).map_err(SendError::Encode)
-    })
 }
 
 impl PeerTransport {
@@ -884,7 +1016,7 @@ impl PeerTransport {
             >,
         >,
     {
-        send_message(&self.shared, to, kind, value)
+        self.shared.send_message(to, kind, value)
     }
 
     /// The next inbound frame and the node it came from; `None` once closed. Meant for
@@ -922,6 +1054,8 @@ impl PeerTransport {
                     bytes_sent: c.bytes_sent.get(),
                     batches_written: c.batches_written.get(),
                     frames_dropped: c.frames_dropped.get(),
+                    messages_fragmented: c.messages_fragmented.get(),
+                    messages_reassembled: inc.messages_reassembled,
                     frames_received: inc.frames_received,
                     bytes_received: inc.bytes_received,
                     connects: c.connects.get(),
@@ -939,6 +1073,7 @@ impl PeerTransport {
                     inbound_connected: inbound_by_node.contains_key(&node_id),
                     frames_received: inc.frames_received,
                     bytes_received: inc.bytes_received,
+                    messages_reassembled: inc.messages_reassembled,
                     ..PeerStats::default()
                 });
             }
@@ -955,6 +1090,7 @@ impl PeerTransport {
             handshakes_rejected_total: c.handshakes_rejected.get(),
             handshake_failures_total: c.handshake_failures.get(),
             malformed_frames_total: c.malformed_frames.get(),
+            fragment_errors_total: c.fragment_errors.get(),
             recv_queued_frames,
             recv_queued_bytes,
         }
@@ -1211,6 +1347,7 @@ async fn inbound_conn(shared: Rc<Shared>, mut stream: TcpStream, addr: SocketAdd
     debug!(shard = cfg.shard, %addr, node = from, "inbound peer connected");
 
     let decoder = FrameDecoder::new(cfg.frame_bytes_max);
+    let mut reassembler = Reassembler::new(cfg.message_bytes_max);
     loop {
         loop {
             match decoder.decode(&mut buf) {
@@ -1220,6 +1357,7 @@ async fn inbound_conn(shared: Rc<Shared>, mut stream: TcpStream, addr: SocketAdd
                         warn!(shard = cfg.shard, node = from, kind = ?frame.kind, "handshake frame on an established connection; closing");
                         return;
                     }
+                    let fragment = frame.kind == FrameKind::Fragment;
                     {
                         let mut in_counters = shared.in_counters.borrow_mut();
                         let c = in_counters.entry(from).or_default();
@@ -1227,6 +1365,20 @@ async fn inbound_conn(shared: Rc<Shared>, mut stream: TcpStream, addr: SocketAdd
                         c.bytes_received = c
                             .bytes_received
                             .saturating_add(frame_bytes(frame.payload.len()) as u64);
+                    }
+                    let frame = match reassembler.push(frame) {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) => continue,
+                        Err(e) => {
+                            bump(&shared.counters.fragment_errors, 1);
+                            warn!(shard = cfg.shard, node = from, error = %e, "bad fragment; closing connection");
+                            return;
+                        }
+                    };
+                    if fragment {
+                        let mut in_counters = shared.in_counters.borrow_mut();
+                        let c = in_counters.entry(from).or_default();
+                        c.messages_reassembled = c.messages_reassembled.saturating_add(1);
                     }
                     if shared.inbound.push(conn_id, (from, frame)).await.is_err() {
                         return;
@@ -1399,6 +1551,33 @@ async fn watch_outbound(
     peer.wake.notify();
 }
 
+/// Writes `batch` in slices of at most `WRITE_CHUNK_BYTES`, each bounded by `stall`.
+/// Returns the buffer for reuse (a new one if a write was cancelled with it).
+async fn write_batch(c: &mut OutConn, batch: BytesMut, stall: Duration) -> (io::Result<()>, BytesMut) {
+    let len = batch.len();
+    let mut batch = batch;
+    let mut at = 0;
+    while at < len {
+        let end = len.min(at.saturating_add(WRITE_CHUNK_BYTES));
+        let write = c.write.write_all(batch.slice(at..end), c.handle.clone());
+        match monoio::time::timeout(stall, write).await {
+            Ok((res, slice)) => {
+                batch = slice.into_inner();
+                if let Err(e) = res {
+                    return (Err(e), batch);
+                }
+            }
+            Err(_) => {
+                // The buffer went with the cancelled write; the next batch gets a new one.
+                let e = io::Error::new(io::ErrorKind::TimedOut, "write stalled; peer not reading");
+                return (Err(e), BytesMut::new());
+            }
+        }
+        at = end;
+    }
+    (Ok(()), batch)
+}
+
 fn backoff_delay(cfg: &TransportConfig, failures: u32, rng: &mut SmallRng) -> Duration {
     let exp = cfg
         .backoff_min_ms
@@ -1484,26 +1663,19 @@ async fn writer_task(shared: Rc<Shared>, peer: Rc<Peer>, mut rng: SmallRng) {
         let frames = {
             let mut queue = peer.queue.borrow_mut();
             std::mem::swap(&mut queue.buf, &mut spare);
+            queue.in_flight_bytes = spare.len();
             std::mem::take(&mut queue.frames)
         };
         let bytes = spare.len();
         let stall = Duration::from_millis(shared.cfg.write_stall_timeout_ms);
-        let res =
-            match monoio::time::timeout(stall, c.write.write_all(spare, c.handle.clone())).await {
-                Ok((res, buf)) => {
-                    spare = buf;
-                    res
-                }
-                Err(_) => {
-                    // The buffer went with the cancelled write; the next batch gets a new one.
-                    spare = BytesMut::new();
-                    Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "write stalled; peer not reading",
-                    ))
-                }
-            };
+        let (res, buf) = write_batch(c, spare, stall).await;
+        spare = buf;
+        peer.queue.borrow_mut().in_flight_bytes = 0;
         spare.clear();
+        // A batch that held a large fragmented message must not pin its memory for good.
+        if spare.capacity() > shared.cfg.send_queue_bytes_max {
+            spare = BytesMut::new();
+        }
         match res {
             Ok(_) => {
                 bump(&peer.counters.frames_sent, frames as u64);

@@ -371,6 +371,8 @@ fn full_send_queue_drops_instead_of_blocking() {
         drop(dead);
         let mut cfg = config(1, 1, 0);
         cfg.send_queue_frames_max = 8;
+        // No fragmentation: a payload that does not fit one frame is too large.
+        cfg.message_bytes_max = cfg.frame_bytes_max;
         let a = PeerTransport::new(cfg).unwrap();
         a.set_peer(2, dead_addr).unwrap();
         let mut full = 0;
