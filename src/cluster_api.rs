@@ -118,10 +118,7 @@ async fn add(me: Rc<Shard>, req: Request) -> Response {
         peer_addr,
         http_addr,
     };
-    let context = match rkyv::to_bytes::<rkyv::rancor::Error>(&addrs) {
-        Ok(b) => b.into_vec(),
-        Err(e) => return Response::error(500, "internal", &e.to_string()),
-    };
+    let context = crate::codec::encode(&addrs);
     let cc = ConfChange {
         kind: ConfChangeKind::AddLearner,
         node_id: id,

@@ -31,6 +31,7 @@ use mast_raft::{
 use mast_wire::{FrameKind, PeerTransport, SendError, TransportConfig};
 use tracing::{error, info, warn};
 
+use crate::codec;
 use crate::kv::{Command, KvState, Outcome, Proposal};
 
 /// Ticks between checks for learners that can be promoted.
@@ -56,7 +57,11 @@ pub struct GroupOptions {
     pub pending_proposals_max: usize,
     /// Reads waiting for a read index, per shard.
     pub pending_reads_max: usize,
+    /// Largest peer frame; raft appends are cut to a quarter of it.
     pub frame_bytes_max: usize,
+    /// Largest peer message (a snapshot); the transport sends larger-than-frame messages
+    /// as fragments and reassembles them, holding at most this much per connection.
+    pub message_bytes_max: usize,
     pub log: LogOptions,
 }
 
@@ -71,7 +76,8 @@ impl Default for GroupOptions {
             snapshot_every_bytes: 256 * 1024 * 1024,
             pending_proposals_max: 65_536,
             pending_reads_max: 65_536,
-            frame_bytes_max: 64 * 1024 * 1024,
+            frame_bytes_max: 16 * 1024 * 1024,
+            message_bytes_max: 1024 * 1024 * 1024,
             log: LogOptions::default(),
         }
     }
@@ -116,17 +122,12 @@ fn encode_group_snapshot(members: &BTreeMap<u64, MemberAddrs>, kv: &KvState) -> 
         members: members.iter().map(|(k, v)| (*k, v.clone())).collect(),
         kv: kv.snapshot(),
     };
-    rkyv::to_bytes::<rkyv::rancor::Error>(&snap)
-        .map(|b| b.into_vec())
-        .unwrap_or_default()
+    codec::encode(&snap)
 }
 
 /// Validates and opens a snapshot payload (from disk or from the leader).
 fn decode_group_snapshot(bytes: &[u8]) -> Result<(BTreeMap<u64, MemberAddrs>, KvState), String> {
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-    aligned.extend_from_slice(bytes);
-    let snap = rkyv::from_bytes::<GroupSnapshot, rkyv::rancor::Error>(&aligned)
-        .map_err(|e| e.to_string())?;
+    let snap = codec::decode::<GroupSnapshot>(bytes).map_err(|e| e.to_string())?;
     let kv = KvState::restore(&snap.kv).map_err(|e| e.to_string())?;
     Ok((snap.members.into_iter().collect(), kv))
 }
@@ -187,15 +188,11 @@ fn map_log_err(e: mast_log::Error) -> StorageError {
 }
 
 fn encode_conf(cs: &ConfState) -> Vec<u8> {
-    rkyv::to_bytes::<rkyv::rancor::Error>(cs)
-        .map(|b| b.into_vec())
-        .unwrap_or_default()
+    codec::encode(cs)
 }
 
 fn decode_conf(bytes: &[u8]) -> Option<ConfState> {
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-    aligned.extend_from_slice(bytes);
-    rkyv::from_bytes::<ConfState, rkyv::rancor::Error>(&aligned).ok()
+    codec::decode(bytes).ok()
 }
 
 async fn bootstrap_log(
@@ -204,9 +201,7 @@ async fn bootstrap_log(
 ) -> Result<mast_log::HardState, String> {
     let mut records = Vec::with_capacity(peers.len());
     for (i, (id, addrs)) in peers.iter().enumerate() {
-        let context = rkyv::to_bytes::<rkyv::rancor::Error>(addrs)
-            .map_err(|e| e.to_string())?
-            .into_vec();
+        let context = codec::encode(addrs);
         let cc = ConfChange {
             kind: ConfChangeKind::AddVoter,
             node_id: *id,
@@ -337,6 +332,8 @@ pub struct Group {
     /// Reads whose read index is known, waiting for apply to reach it.
     reads_applying: RefCell<BTreeMap<u64, Vec<ReadWaiter>>>,
     snapshot_index: Cell<u64>,
+    /// A snapshot is being written (see `maybe_snapshot`).
+    snapshot_in_flight: Cell<bool>,
     /// The hard state last queued to disk (see `handle_ready`).
     persisted_hard_state: Cell<mast_log::HardState>,
     /// Entry bytes applied since the last snapshot.
@@ -470,6 +467,7 @@ impl Group {
 
         let mut tcfg = TransportConfig::new(cluster_id, node_id, shard as u32, listen_addr);
         tcfg.frame_bytes_max = opts.frame_bytes_max;
+        tcfg.message_bytes_max = opts.message_bytes_max;
         tcfg.send_queue_bytes_max = tcfg.send_queue_bytes_max.max(opts.frame_bytes_max * 2);
         tcfg.accept_unknown_nodes = true;
         let transport =
@@ -483,6 +481,7 @@ impl Group {
             snapshot_index: Cell::new(snapshot.map_or(0, |s| s.0)),
             applied_bytes_since_snapshot: Cell::new(0),
             persisted_hard_state: Cell::new(hs),
+            snapshot_in_flight: Cell::new(false),
             kv: RefCell::new(kv),
             transport: Rc::new(transport),
             proposals: RefCell::new(HashMap::new()),
@@ -641,6 +640,7 @@ impl Group {
                     break;
                 }
                 self.handle_ready().await;
+                self.maybe_snapshot();
             }
         }
     }
@@ -654,7 +654,7 @@ impl Group {
                 Ok(()) => {}
                 Err(e) if is_snapshot => {
                     // Let the core fall back to probing instead of waiting on a snapshot that
-                    // never left; a snapshot over the frame limit needs chunked transfer.
+                    // never left (over `message_bytes_max`, or the peer's queue is full).
                     error!(shard = self.shard, to, %e, "snapshot not sent");
                     self.node.borrow_mut().report_snapshot(to, false);
                 }
@@ -729,7 +729,6 @@ impl Group {
         self.apply(committed);
         self.complete_read_states(read_states);
         self.node.borrow_mut().advance(rd);
-        self.maybe_snapshot().await;
     }
 
     async fn install_snapshot(&self, snap: Snapshot) {
@@ -819,9 +818,7 @@ impl Group {
                 }
             }
             _ => {
-                let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(cc.context.len());
-                aligned.extend_from_slice(&cc.context);
-                if let Ok(addrs) = rkyv::from_bytes::<MemberAddrs, rkyv::rancor::Error>(&aligned) {
+                if let Ok(addrs) = codec::decode::<MemberAddrs>(&cc.context) {
                     self.set_peer(cc.node_id, &addrs);
                     self.members.borrow_mut().insert(cc.node_id, addrs);
                 }
@@ -830,7 +827,14 @@ impl Group {
         info!(shard = self.shard, change = ?cc.kind, node = cc.node_id, voters = ?cs.voters, learners = ?cs.learners, "membership changed");
     }
 
-    async fn maybe_snapshot(&self) {
+    /// Takes a snapshot when one is due. The state is serialized here, synchronously (the
+    /// state machine must not move under it), but written and fsynced by a separate task so
+    /// that heartbeats and appends keep flowing while a large snapshot goes to disk; the log
+    /// is compacted once the snapshot is durable.
+    fn maybe_snapshot(self: &Rc<Self>) {
+        if self.snapshot_in_flight.get() {
+            return;
+        }
         let applied = self.kv.borrow().applied();
         let due_by_entries =
             applied >= self.snapshot_index.get() + self.opts.snapshot_every_entries;
@@ -849,19 +853,25 @@ impl Group {
             term,
             extra: encode_conf(&conf),
         };
-        if let Err(e) = self.log.save_snapshot(meta, Bytes::from(data)).await {
-            self.fatal("snapshot save", e);
-        }
-        self.snapshot_index.set(applied);
+        self.snapshot_in_flight.set(true);
         self.applied_bytes_since_snapshot.set(0);
-        if let Err(e) = self.log.compact(applied) {
-            self.fatal("log compact", e);
-        }
-        info!(
-            shard = self.shard,
-            index = applied,
-            "snapshot taken, log compacted"
-        );
+        let g = self.clone();
+        monoio::spawn(async move {
+            if let Err(e) = g.log.save_snapshot(meta, Bytes::from(data)).await {
+                g.fatal("snapshot save", e);
+            }
+            // A leader's snapshot may have been installed meanwhile: never move backwards.
+            g.snapshot_index.set(g.snapshot_index.get().max(applied));
+            if let Err(e) = g.log.compact(applied) {
+                g.fatal("log compact", e);
+            }
+            g.snapshot_in_flight.set(false);
+            info!(
+                shard = g.shard,
+                index = applied,
+                "snapshot taken, log compacted"
+            );
+        });
     }
 
     fn issue_reads(&self) {

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use rkyv::rancor::Error as RkyvError;
+use crate::codec::{self, CodecError};
 
 /// Precondition of a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -175,20 +175,13 @@ impl KvState {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };
-        match rkyv::to_bytes::<RkyvError>(&data) {
-            Ok(bytes) => bytes.into_vec(),
-            // Serializing owned Vecs and Strings into a growable buffer cannot fail short of
-            // allocation failure, which aborts anyway.
-            Err(e) => unreachable!("rkyv serialization of KV snapshot failed: {e}"),
-        }
+        codec::encode(&data)
     }
 
     /// Rebuilds the state from [`KvState::snapshot`] bytes, validating them first.
     pub fn restore(bytes: &[u8]) -> Result<Self, SnapshotError> {
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-        aligned.extend_from_slice(bytes);
-        let data = rkyv::from_bytes::<SnapshotData, RkyvError>(&aligned)
-            .map_err(|e| SnapshotError(e.to_string()))?;
+        let data =
+            codec::decode::<SnapshotData>(bytes).map_err(|e| SnapshotError(e.to_string()))?;
         let mut state = KvState {
             applied: data.applied,
             ..Default::default()
@@ -212,18 +205,13 @@ impl KvState {
 
 impl Proposal {
     pub fn encode(&self) -> Vec<u8> {
-        match rkyv::to_bytes::<RkyvError>(self) {
-            Ok(bytes) => bytes.into_vec(),
-            Err(e) => unreachable!("rkyv serialization of a proposal failed: {e}"),
-        }
+        codec::encode(self)
     }
 
     /// Decodes and validates an entry payload. Entries come from the log and from peers, so
     /// a bad payload is an error, never a panic.
-    pub fn decode(bytes: &[u8]) -> Result<Self, RkyvError> {
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-        aligned.extend_from_slice(bytes);
-        rkyv::from_bytes::<Proposal, RkyvError>(&aligned)
+    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        codec::decode(bytes)
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod cluster_api;
+pub mod codec;
 pub mod config;
 pub mod group;
 pub mod kv;

@@ -140,18 +140,10 @@ fn with_flag(args: &[String], flag: &str, value: &str) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn node_with_another_shard_count_is_refused() {
-    let mut cluster = start(
+fn joiner_with_another_shard_count_is_refused() {
+    let cluster = start(
         ClusterOptions::new(3, SHARDS),
-        "node_with_another_shard_count_is_refused",
-    );
-
-    // (c) The cluster tells its shard count.
-    let m = members(&cluster, 2);
-    assert_eq!(
-        m.get("shards").and_then(|s| s.as_u64()),
-        Some(SHARDS as u64),
-        "GET /members must report \"shards\":{SHARDS}: {m}"
+        "joiner_with_another_shard_count_is_refused",
     );
 
     // (a) A joiner with one shard is refused before it is added.
@@ -175,7 +167,8 @@ fn node_with_another_shard_count_is_refused() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let (status, output) = ok(cluster.run_until_exit("join-one-shard", &join_args, REFUSAL_TIMEOUT));
+    let (status, output) =
+        ok(cluster.run_until_exit("join-one-shard", &join_args, REFUSAL_TIMEOUT));
     assert!(
         !status.success(),
         "a joiner with --shards 1 must exit with an error, got {status}; output:\n{output}"
@@ -200,7 +193,14 @@ fn node_with_another_shard_count_is_refused() {
             );
         }
     }
+}
 
+#[test]
+fn restart_with_another_shard_count_is_refused() {
+    let mut cluster = start(
+        ClusterOptions::new(3, SHARDS),
+        "restart_with_another_shard_count_is_refused",
+    );
     // (b) An existing node restarted on its data dir with another shard count is refused.
     cluster.kill(3);
     let args = with_flag(&cluster.node(3).args, "--shards", "1");
@@ -213,6 +213,15 @@ fn node_with_another_shard_count_is_refused() {
         output.contains("--shards 1") && output.contains(&format!("--shards {SHARDS}")),
         "the refusal must name the mismatch (--shards 1 vs --shards {SHARDS}); output:\n{output}"
     );
+
+    // (c) The cluster tells its shard count.
+    let m = members(&cluster, 2);
+    assert_eq!(
+        m.get("shards").and_then(|s| s.as_u64()),
+        Some(SHARDS as u64),
+        "GET /members must report \"shards\":{SHARDS}: {m}"
+    );
+
     // The refusal left the data dir usable with the right count.
     ok(cluster.restart(3));
     ok(cluster.wait_caught_up(3, OP_TIMEOUT));
@@ -262,8 +271,12 @@ fn member_addresses_survive_snapshots() {
         let behind: Vec<String> = (0..SHARDS)
             .filter_map(|shard| {
                 let snap = st.shard(shard).map(|s| s.snapshot_index).unwrap_or(0);
-                (snap <= join_index[shard])
-                    .then(|| format!("shard {shard}: snapshot_index {snap} <= {}", join_index[shard]))
+                (snap <= join_index[shard]).then(|| {
+                    format!(
+                        "shard {shard}: snapshot_index {snap} <= {}",
+                        join_index[shard]
+                    )
+                })
             })
             .collect();
         if behind.is_empty() {
@@ -302,17 +315,40 @@ fn member_addresses_survive_snapshots() {
 // 3. A lagging member rejoins after a new member joined
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn lagging_member_catches_up_from_a_newer_leader() {
-    let mut cluster = start(
-        ClusterOptions::new(3, SHARDS),
-        "lagging_member_catches_up_from_a_newer_leader",
-    );
-    let mut c1 = cluster.client(1);
-    ok(kv::put_retrying(&mut c1, "lag/before", b"before", OP_TIMEOUT));
-    ok(cluster.wait_caught_up(3, OP_TIMEOUT));
+/// How the lagging node is taken away and brought back.
+#[derive(Debug, Clone, Copy)]
+enum Away {
+    /// It leads every shard, then is SIGSTOPped and later SIGCONTed: nothing the others
+    /// send while it is away reaches it (a leader gets no appends).
+    PausedLeader,
+    /// It follows, then is SIGKILLed and later restarted on its data dir.
+    KilledFollower,
+}
 
-    cluster.pause(3);
+/// 3 nodes; node 3 goes away; node 4 joins, is promoted and takes every shard's leadership;
+/// node 3 comes back and must catch up from node 4, which it only learns about from entries
+/// it has yet to receive.
+fn lagging_member_catches_up(test: &str, away: Away) {
+    let mut cluster = start(ClusterOptions::new(3, SHARDS), test);
+    let mut c1 = cluster.client(1);
+    ok(kv::put_retrying(
+        &mut c1,
+        "lag/before",
+        b"before",
+        OP_TIMEOUT,
+    ));
+    ok(cluster.wait_caught_up(3, OP_TIMEOUT));
+    match away {
+        Away::PausedLeader => {
+            ok(transfer_all_to(&cluster, 3));
+            cluster.pause(3);
+        }
+        Away::KilledFollower => {
+            ok(transfer_all_to(&cluster, 1));
+            cluster.kill(3);
+        }
+    }
+
     ok(cluster.start_joining_node(4, 1));
     wait_voter_everywhere(&cluster, 4);
     ok(transfer_all_to(&cluster, 4));
@@ -321,16 +357,26 @@ fn lagging_member_catches_up_from_a_newer_leader() {
         let key = format!("lag/away/{i}");
         let value = format!("written while node 3 was away {i}").into_bytes();
         let rev = ok(kv::put_retrying(&mut c1, &key, &value, OP_TIMEOUT));
-        written.insert(key, kv::Versioned { value, revision: rev });
+        written.insert(
+            key,
+            kv::Versioned {
+                value,
+                revision: rev,
+            },
+        );
     }
 
-    cluster.resume(3);
-    // Node 3 does not know node 4 until it applies the join, yet must follow it.
-    ok(cluster.wait_caught_up(3, Duration::from_secs(30)));
+    match away {
+        Away::PausedLeader => cluster.resume(3),
+        Away::KilledFollower => ok(cluster.restart(3)),
+    }
+    ok(cluster
+        .wait_caught_up(3, Duration::from_secs(20))
+        .map_err(|e| format!("{away:?}: {e}")));
     let leaders = ok(cluster.wait_for_leaders(LEADER_TIMEOUT));
     assert!(
         leaders.iter().all(|&l| l == 4),
-        "leaders after node 3 rejoined: {leaders:?}"
+        "leaders after node 3 came back: {leaders:?}"
     );
     let st = ok(cluster.status(3));
     for s in &st.shards {
@@ -344,10 +390,30 @@ fn lagging_member_catches_up_from_a_newer_leader() {
     let mut c3 = cluster.client(3);
     for (key, want) in &written {
         let got = ok(kv::get_retrying(&mut c3, key, false, OP_TIMEOUT));
-        assert_eq!(got.as_ref(), Some(want), "linearizable GET {key} via node 3");
+        assert_eq!(
+            got.as_ref(),
+            Some(want),
+            "linearizable GET {key} via node 3"
+        );
         let got = ok(kv::get_retrying(&mut c3, key, true, OP_TIMEOUT));
         assert_eq!(got.as_ref(), Some(want), "local GET {key} via node 3");
     }
+}
+
+#[test]
+fn lagging_leader_catches_up_from_a_newer_leader() {
+    lagging_member_catches_up(
+        "lagging_leader_catches_up_from_a_newer_leader",
+        Away::PausedLeader,
+    );
+}
+
+#[test]
+fn lagging_follower_catches_up_from_a_newer_leader() {
+    lagging_member_catches_up(
+        "lagging_follower_catches_up_from_a_newer_leader",
+        Away::KilledFollower,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -373,10 +439,16 @@ fn membership_changes_are_idempotent_and_acknowledged_when_applied() {
 
     // Re-adding an existing voter through a follower: 200, nothing proposed, nothing changed.
     let r = ok(cluster.add_member(2, 3));
-    assert_eq!(r.status, 200, "POST /members for existing node 3 via follower 2: {r}");
+    assert_eq!(
+        r.status, 200,
+        "POST /members for existing node 3 via follower 2: {r}"
+    );
     // Removing a node that never was a member: 200 (already not a member).
     let r = ok(cluster.remove_member(3, 77));
-    assert_eq!(r.status, 200, "DELETE /members/77 (never added) via follower 3: {r}");
+    assert_eq!(
+        r.status, 200,
+        "DELETE /members/77 (never added) via follower 3: {r}"
+    );
     for id in 1..=3 {
         assert_eq!(
             confs(&ok(cluster.status(id))),
@@ -426,7 +498,10 @@ fn membership_changes_are_idempotent_and_acknowledged_when_applied() {
 
     // And removed through the other follower: gone there right after the 200.
     let r = ok(cluster.remove_member(3, new_id));
-    assert_eq!(r.status, 200, "DELETE /members/{new_id} via follower 3: {r}");
+    assert_eq!(
+        r.status, 200,
+        "DELETE /members/{new_id} via follower 3: {r}"
+    );
     let st = ok(cluster.status(3));
     for s in &st.shards {
         assert!(
@@ -439,7 +514,10 @@ fn membership_changes_are_idempotent_and_acknowledged_when_applied() {
     }
     // Removing it again is a no-op success.
     let r = ok(cluster.remove_member(2, new_id));
-    assert_eq!(r.status, 200, "second DELETE /members/{new_id} via follower 2: {r}");
+    assert_eq!(
+        r.status, 200,
+        "second DELETE /members/{new_id} via follower 2: {r}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -447,29 +525,45 @@ fn membership_changes_are_idempotent_and_acknowledged_when_applied() {
 // ---------------------------------------------------------------------------------------------
 
 /// Kill-and-restart rounds: the port race is a window of milliseconds, so several tries.
-const QUICK_RESTART_ROUNDS: usize = 3;
+const QUICK_RESTART_ROUNDS: usize = 5;
 
 #[test]
 fn node_restarts_right_after_sigkill() {
-    let mut cluster = start(ClusterOptions::new(1, SHARDS), "node_restarts_right_after_sigkill");
+    let mut cluster = start(
+        ClusterOptions::new(1, SHARDS),
+        "node_restarts_right_after_sigkill",
+    );
     let mut want = BTreeMap::new();
     for round in 0..QUICK_RESTART_ROUNDS {
         let mut c = cluster.client(1);
         for i in 0..4 {
             let key = format!("quick/{round}/{i}");
             let rev = ok(kv::put_retrying(&mut c, &key, key.as_bytes(), OP_TIMEOUT));
-            want.insert(key.clone(), kv::Versioned { value: key.into_bytes(), revision: rev });
+            want.insert(
+                key.clone(),
+                kv::Versioned {
+                    value: key.into_bytes(),
+                    revision: rev,
+                },
+            );
         }
         let started = Instant::now();
         cluster
             .kill_and_restart_at_once(1)
             .unwrap_or_else(|e| panic!("round {round}: restart right after SIGKILL: {e}"));
-        eprintln!("round {round}: healthy {:?} after the kill", started.elapsed());
+        eprintln!(
+            "round {round}: healthy {:?} after the kill",
+            started.elapsed()
+        );
         ok(cluster.wait_for_leaders(LEADER_TIMEOUT));
         let mut c = cluster.client(1);
         for (key, v) in &want {
             let got = ok(kv::get_retrying(&mut c, key, false, OP_TIMEOUT));
-            assert_eq!(got.as_ref(), Some(v), "round {round}: GET {key} after the restart");
+            assert_eq!(
+                got.as_ref(),
+                Some(v),
+                "round {round}: GET {key} after the restart"
+            );
         }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! `cargo bench -p mast-wire --bench frame`
 //! - codec: encode/decode/access of a raft-sized message (64 entries of 256 bytes);
-//! - transport: frames from one transport to another over loopback on one monoio runtime.
+//! - transport: frames from one transport to another over loopback on one monoio runtime;
+//! - fragments: a 64 MiB message cut into 4 MiB fragments and reassembled, in memory and
+//!   through the transport (default limits: 16 MiB frames, 32 MiB send queue).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -10,7 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mast_wire::{
-    encode_frame, encode_message, FrameDecoder, FrameKind, PeerTransport, TransportConfig,
+    encode_fragments, encode_frame, encode_message, FrameDecoder, FrameKind, PeerTransport,
+    Reassembler, TransportConfig,
 };
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -157,5 +160,54 @@ fn transport(c: &mut Criterion) {
     transport_case(c, "frames_16KiB_burst256", 16 * 1024);
 }
 
-criterion_group!(benches, codec, transport);
+fn fragments(c: &mut Criterion) {
+    let payload = vec![7u8; 64 << 20];
+    let mut g = c.benchmark_group("fragments_64MiB");
+    g.throughput(Throughput::Bytes(payload.len() as u64));
+    g.sample_size(10);
+    g.bench_function("encode_decode_reassemble", |bench| {
+        let decoder = FrameDecoder::default();
+        bench.iter(|| {
+            let mut wire = BytesMut::new();
+            encode_fragments(FrameKind::Raft, 1, &payload, 4 << 20, &mut wire).unwrap();
+            let mut r = Reassembler::new(1 << 30);
+            let mut done = None;
+            while let Some(frame) = decoder.decode(&mut wire).unwrap() {
+                done = r.push(frame).unwrap();
+            }
+            black_box(done.unwrap())
+        })
+    });
+    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("monoio runtime");
+    let (a, b) = rt.block_on(async {
+        let any = "127.0.0.1:0".parse().unwrap();
+        let a = PeerTransport::new(TransportConfig::new(1, 1, 0, any)).unwrap();
+        let b = PeerTransport::new(TransportConfig::new(1, 2, 0, any)).unwrap();
+        a.set_peer(2, b.local_addr()).unwrap();
+        b.set_peer(1, a.local_addr()).unwrap();
+        (a, b)
+    });
+    g.bench_function("transport_one_message", |bench| {
+        bench.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    a.send(2, FrameKind::Raft, &payload).unwrap();
+                    black_box(b.recv().await.unwrap());
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+    rt.block_on(async move {
+        a.shutdown().await;
+        b.shutdown().await;
+    });
+}
+
+criterion_group!(benches, codec, transport, fragments);
 criterion_main!(benches);

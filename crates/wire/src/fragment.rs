@@ -104,7 +104,9 @@ impl FragmentHeader {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FragmentError {
     /// The fragment payload is shorter than its header.
-    #[error("fragment of {payload_bytes} bytes is shorter than its {FRAGMENT_HEADER_BYTES}-byte header")]
+    #[error(
+        "fragment of {payload_bytes} bytes is shorter than its {FRAGMENT_HEADER_BYTES}-byte header"
+    )]
     Short {
         /// The payload length found.
         payload_bytes: usize,

@@ -13,6 +13,10 @@
 //! queue consumed by [`PeerTransport::recv`]. When that queue is full the reader waits, so
 //! the kernel's socket buffers fill and TCP pushes back on the sender; nothing grows
 //! without bound. A malformed frame is logged and counted and its connection closed.
+//!
+//! Messages too large for one frame (up to `message_bytes_max`) are queued whole as
+//! fragment frames and reassembled per inbound connection before they reach the inbound
+//! queue; see [`crate::fragment`] and the README for the queue accounting.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -41,8 +45,8 @@ use crate::frame::{
     FrameKind, HEADER_BYTES,
 };
 use crate::message::{
-    encode_message, serialize_payload, Handshake, HandshakeAck, HandshakeReject, MessageError, PayloadWriter,
-    RejectReason, PROTOCOL_VERSION,
+    encode_message, serialize_payload, Handshake, HandshakeAck, HandshakeReject, MessageError,
+    PayloadWriter, RejectReason, PROTOCOL_VERSION,
 };
 
 /// Largest handshake frame accepted, so an unauthenticated connection cannot make us
@@ -1553,7 +1557,11 @@ async fn watch_outbound(
 
 /// Writes `batch` in slices of at most `WRITE_CHUNK_BYTES`, each bounded by `stall`.
 /// Returns the buffer for reuse (a new one if a write was cancelled with it).
-async fn write_batch(c: &mut OutConn, batch: BytesMut, stall: Duration) -> (io::Result<()>, BytesMut) {
+async fn write_batch(
+    c: &mut OutConn,
+    batch: BytesMut,
+    stall: Duration,
+) -> (io::Result<()>, BytesMut) {
     let len = batch.len();
     let mut batch = batch;
     let mut at = 0;
