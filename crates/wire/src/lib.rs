@@ -34,7 +34,7 @@ pub use frame::{
 };
 pub use message::{
     access_checked, decode_message, encode_message, Handshake, HandshakeAck, HandshakeReject,
-    MessageError, PayloadWriter, RejectReason, PROTOCOL_VERSION,
+    MessageError, PayloadWriter, RejectReason, LISTEN_ADDR_BYTES_MAX, PROTOCOL_VERSION,
 };
 pub use transport::{
     ConfigError, PeerSender, PeerStats, PeerTransport, SendError, TransportConfig, TransportError,

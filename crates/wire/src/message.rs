@@ -99,8 +99,12 @@ where
     Ok(rkyv::from_bytes::<T, rancor::Error>(payload)?)
 }
 
+/// Longest [`Handshake::listen_addr`] accepted, in bytes: the longest textual socket
+/// address (a scoped IPv6 one) is well under this.
+pub const LISTEN_ADDR_BYTES_MAX: usize = 64;
+
 /// First frame on every peer connection, sent by the dialer.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Handshake {
     /// The cluster the dialer belongs to; a mismatch is refused.
     pub cluster_id: u64,
@@ -110,6 +114,13 @@ pub struct Handshake {
     pub shard: u32,
     /// The dialer's [`PROTOCOL_VERSION`].
     pub protocol_version: u16,
+    /// Where the dialer's own shard listener can be reached, as text (`"10.0.0.4:7100"`,
+    /// `"[::1]:7100"`). The acceptor answers over its own outbound connection, so it needs
+    /// this to reply to a node it has no address for yet. An unspecified IP (`0.0.0.0`)
+    /// means "the IP this connection comes from". Unparseable text, port 0, a multicast or
+    /// broadcast IP, or more than [`LISTEN_ADDR_BYTES_MAX`] bytes is refused
+    /// ([`RejectReason::BadAddress`]).
+    pub listen_addr: String,
 }
 
 /// The acceptor's yes. The dialer checks that it reached the node and shard it meant to
@@ -137,6 +148,8 @@ pub enum RejectReason {
     UnknownNode,
     /// The dialer speaks another protocol version.
     ProtocolVersion,
+    /// The dialer's advertised listen address is unusable (see [`Handshake::listen_addr`]).
+    BadAddress,
 }
 
 /// The acceptor's no; it closes the connection after sending it.
@@ -160,6 +173,7 @@ mod tests {
             node_id: 3,
             shard: 2,
             protocol_version: PROTOCOL_VERSION,
+            listen_addr: "127.0.0.1:7100".to_string(),
         };
         let mut out = BytesMut::from(&b"junk-before"[..]);
         let junk = out.len();

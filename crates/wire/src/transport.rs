@@ -123,6 +123,19 @@ pub struct TransportConfig {
     /// (storage-node agents, members not yet known here). When false only registered
     /// peers are accepted. A node claiming this node's own id is always refused.
     pub accept_unknown_nodes: bool,
+    /// Address sent to peers in our handshake as where this shard listens. `None`: the
+    /// listener's bound address (so port 0 becomes the real port); when that IP is
+    /// unspecified (`0.0.0.0`), acceptors substitute the IP our connection comes from.
+    pub advertise_addr: Option<SocketAddr>,
+    /// When a handshake is accepted from a node with no address registered here, register
+    /// the address it advertises (as [`PeerTransport::set_peer`] would), so that replies
+    /// to it can be sent. An address set with `set_peer` is never overridden. Only matters
+    /// for nodes that pass the handshake, i.e. with `accept_unknown_nodes`.
+    pub learn_peer_addrs: bool,
+    /// Learned peers kept at once; beyond this, further nodes are accepted but not
+    /// learned (with `accept_unknown_nodes`, anyone completing a handshake could
+    /// otherwise make us hold a writer and a send queue per node id it claims).
+    pub learned_peers_max: usize,
 }
 
 impl TransportConfig {
@@ -148,6 +161,9 @@ impl TransportConfig {
             backoff_min_ms: 20,
             backoff_max_ms: 2000,
             accept_unknown_nodes: false,
+            advertise_addr: None,
+            learn_peer_addrs: true,
+            learned_peers_max: 256,
         }
     }
 
@@ -216,6 +232,11 @@ impl TransportConfig {
                 self.message_bytes_max
             )));
         }
+        if let Some(addr) = self.advertise_addr {
+            if let Err(e) = check_peer_addr(addr) {
+                return Err(ConfigError(format!("advertise_addr {addr}: {e}")));
+            }
+        }
         if self.backoff_max_ms < self.backoff_min_ms {
             return Err(ConfigError(format!(
                 "backoff_max_ms {} is below backoff_min_ms {}",
@@ -224,6 +245,40 @@ impl TransportConfig {
         }
         Ok(())
     }
+}
+
+/// Why an address cannot be dialed (port 0, multicast or broadcast IP).
+fn check_peer_addr(addr: SocketAddr) -> Result<(), String> {
+    if addr.port() == 0 {
+        return Err("port 0".into());
+    }
+    let bad_ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_multicast() || ip.is_broadcast(),
+        std::net::IpAddr::V6(ip) => ip.is_multicast(),
+    };
+    if bad_ip {
+        return Err(format!("{} is not a unicast IP", addr.ip()));
+    }
+    Ok(())
+}
+
+/// The address a handshake advertises, validated; an unspecified IP is replaced by the
+/// IP the connection comes from (`remote`).
+fn advertised_addr(text: &str, remote: SocketAddr) -> Result<SocketAddr, String> {
+    if text.len() > crate::message::LISTEN_ADDR_BYTES_MAX {
+        return Err(format!(
+            "listen address of {} bytes is too long",
+            text.len()
+        ));
+    }
+    let mut addr: SocketAddr = text
+        .parse()
+        .map_err(|_| format!("listen address {text:?} is not a socket address"))?;
+    check_peer_addr(addr).map_err(|e| format!("listen address {addr}: {e}"))?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(remote.ip());
+    }
+    Ok(addr)
 }
 
 /// An unusable [`TransportConfig`].
@@ -294,8 +349,12 @@ pub enum SendError {
 pub struct PeerStats {
     /// The peer's node id.
     pub node_id: u64,
-    /// Where it is dialed; `None` for a node that only dialed in (not registered here).
+    /// Where it is dialed; `None` for a node that only dialed in and whose address was
+    /// neither registered nor learned.
     pub addr: Option<SocketAddr>,
+    /// `addr` was learned from the node's handshake (`learn_peer_addrs`), not set with
+    /// [`PeerTransport::set_peer`].
+    pub addr_learned: bool,
     /// An outbound connection is established and handshaken.
     pub connected: bool,
     /// The peer currently has a handshaken inbound connection to us.
@@ -354,6 +413,8 @@ pub struct TransportStats {
     /// Handshaken inbound connections closed because their fragments could not be
     /// reassembled (out of order, inconsistent, over `message_bytes_max`, interleaved).
     pub fragment_errors_total: u64,
+    /// Peer addresses registered from inbound handshakes (`learn_peer_addrs`).
+    pub peers_learned_total: u64,
     /// Frames waiting in the inbound queue.
     pub recv_queued_frames: usize,
     /// Payload bytes waiting in the inbound queue.
@@ -554,6 +615,8 @@ struct InCounters {
 struct Peer {
     node_id: u64,
     addr: Cell<SocketAddr>,
+    /// Registered from the node's handshake rather than by `set_peer`.
+    learned: Cell<bool>,
     addr_changed: Cell<bool>,
     removed: Cell<bool>,
     connected: Cell<bool>,
@@ -573,6 +636,7 @@ struct Counters {
     handshake_failures: Cell<u64>,
     malformed_frames: Cell<u64>,
     fragment_errors: Cell<u64>,
+    peers_learned: Cell<u64>,
 }
 
 fn bump(cell: &Cell<u64>, by: u64) {
@@ -582,6 +646,8 @@ fn bump(cell: &Cell<u64>, by: u64) {
 struct Shared {
     cfg: TransportConfig,
     local_addr: SocketAddr,
+    /// Sent in our handshakes as where we listen.
+    advertise_addr: SocketAddr,
     closed: Cell<bool>,
     peers: RefCell<HashMap<u64, Rc<Peer>>>,
     inbound: InboundQueue,
@@ -646,7 +712,12 @@ impl Shared {
         }
     }
 
-    fn check_handshake(&self, hs: &Handshake) -> Result<(), HandshakeReject> {
+    /// Accepts or refuses a handshake; on success, the dialer's listen address.
+    fn check_handshake(
+        &self,
+        hs: &Handshake,
+        remote: SocketAddr,
+    ) -> Result<SocketAddr, HandshakeReject> {
         let cfg = &self.cfg;
         let reject = |reason, detail: String| Err(HandshakeReject { reason, detail });
         if hs.protocol_version != PROTOCOL_VERSION {
@@ -676,13 +747,52 @@ impl Shared {
                 format!("node id {} is the acceptor's own", hs.node_id),
             );
         }
+        let listen_addr = match advertised_addr(&hs.listen_addr, remote) {
+            Ok(addr) => addr,
+            Err(detail) => return reject(RejectReason::BadAddress, detail),
+        };
         if !cfg.accept_unknown_nodes && !self.peers.borrow().contains_key(&hs.node_id) {
             return reject(
                 RejectReason::UnknownNode,
                 format!("node {} is not a known member", hs.node_id),
             );
         }
-        Ok(())
+        Ok(listen_addr)
+    }
+
+    /// Registers a peer (or changes its address) and starts its writer. An explicit
+    /// registration (`learned == false`) always wins; a learned one only fills a gap.
+    fn register_peer(self: &Rc<Self>, node_id: u64, addr: SocketAddr, learned: bool) {
+        let existing = self.peers.borrow().get(&node_id).cloned();
+        if let Some(peer) = existing {
+            if learned {
+                return;
+            }
+            peer.learned.set(false);
+            if peer.addr.get() != addr {
+                peer.addr.set(addr);
+                peer.addr_changed.set(true);
+                peer.wake.notify();
+            }
+            return;
+        }
+        let peer = Rc::new(Peer {
+            node_id,
+            addr: Cell::new(addr),
+            learned: Cell::new(learned),
+            addr_changed: Cell::new(false),
+            removed: Cell::new(false),
+            connected: Cell::new(false),
+            queue: RefCell::new(SendQueue::default()),
+            wake: Notify::default(),
+            broken_conn: Cell::new(0),
+            counters: OutCounters::default(),
+        });
+        self.peers.borrow_mut().insert(node_id, peer.clone());
+        if learned {
+            bump(&self.counters.peers_learned, 1);
+        }
+        self.spawn(writer_task(self.clone(), peer, SmallRng::from_entropy()));
     }
 
     /// The peer a send goes to, after the checks every send makes.
@@ -893,10 +1003,12 @@ impl PeerTransport {
                 addr: cfg.listen_addr,
                 source,
             })?;
+        let advertise_addr = cfg.advertise_addr.unwrap_or(local_addr);
         let shared = Rc::new(Shared {
             inbound: InboundQueue::new(cfg.recv_queue_frames_max, cfg.recv_queue_bytes_max),
             cfg,
             local_addr,
+            advertise_addr,
             closed: Cell::new(false),
             peers: RefCell::new(HashMap::new()),
             conns: RefCell::new(HashMap::new()),
@@ -951,36 +1063,12 @@ impl PeerTransport {
         if node_id == self.shared.cfg.node_id {
             return Err(TransportError::SelfPeer(node_id));
         }
-        let existing = self.shared.peers.borrow().get(&node_id).cloned();
-        if let Some(peer) = existing {
-            if peer.addr.get() != addr {
-                peer.addr.set(addr);
-                peer.addr_changed.set(true);
-                peer.wake.notify();
-            }
-            return Ok(());
-        }
-        let peer = Rc::new(Peer {
-            node_id,
-            addr: Cell::new(addr),
-            addr_changed: Cell::new(false),
-            removed: Cell::new(false),
-            connected: Cell::new(false),
-            queue: RefCell::new(SendQueue::default()),
-            wake: Notify::default(),
-            broken_conn: Cell::new(0),
-            counters: OutCounters::default(),
-        });
-        self.shared.peers.borrow_mut().insert(node_id, peer.clone());
-        self.shared.spawn(writer_task(
-            self.shared.clone(),
-            peer,
-            SmallRng::from_entropy(),
-        ));
+        self.shared.register_peer(node_id, addr, false);
         Ok(())
     }
 
-    /// Forgets a peer: its queue is discarded and its outbound connection closed. When
+    /// Forgets a peer (registered or learned): its queue is discarded and its outbound
+    /// connection closed. A learned node that connects again is learned again. When
     /// `accept_unknown_nodes` is off, its inbound connection is closed too. Returns
     /// whether it was registered.
     pub fn remove_peer(&self, node_id: u64) -> bool {
@@ -1050,6 +1138,7 @@ impl PeerTransport {
                 PeerStats {
                     node_id: peer.node_id,
                     addr: Some(peer.addr.get()),
+                    addr_learned: peer.learned.get(),
                     connected: peer.connected.get(),
                     inbound_connected: inbound_by_node.contains_key(&peer.node_id),
                     queued_frames: queue.frames,
@@ -1095,6 +1184,7 @@ impl PeerTransport {
             handshake_failures_total: c.handshake_failures.get(),
             malformed_frames_total: c.malformed_frames.get(),
             fragment_errors_total: c.fragment_errors.get(),
+            peers_learned_total: c.peers_learned.get(),
             recv_queued_frames,
             recv_queued_bytes,
         }
@@ -1319,14 +1409,17 @@ async fn inbound_conn(shared: Rc<Shared>, mut stream: TcpStream, addr: SocketAdd
         }
     };
     let mut reply = BytesMut::with_capacity(256);
-    if let Err(reject) = shared.check_handshake(&hs) {
-        bump(&shared.counters.handshakes_rejected, 1);
-        warn!(shard = cfg.shard, %addr, node = hs.node_id, reason = ?reject.reason, detail = %reject.detail, "handshake rejected");
-        if encode_message(FrameKind::HandshakeReject, &reject, &mut reply).is_ok() {
-            let _ = write_frame_timeout(&mut stream, reply, &handle, hs_timeout).await;
+    let listen_addr = match shared.check_handshake(&hs, addr) {
+        Ok(listen_addr) => listen_addr,
+        Err(reject) => {
+            bump(&shared.counters.handshakes_rejected, 1);
+            warn!(shard = cfg.shard, %addr, node = hs.node_id, reason = ?reject.reason, detail = %reject.detail, "handshake rejected");
+            if encode_message(FrameKind::HandshakeReject, &reject, &mut reply).is_ok() {
+                let _ = write_frame_timeout(&mut stream, reply, &handle, hs_timeout).await;
+            }
+            return;
         }
-        return;
-    }
+    };
     let ack = HandshakeAck {
         cluster_id: cfg.cluster_id,
         node_id: cfg.node_id,
@@ -1341,6 +1434,21 @@ async fn inbound_conn(shared: Rc<Shared>, mut stream: TcpStream, addr: SocketAdd
         return;
     }
     let from = hs.node_id;
+    // We answer over our own outbound connection: without an address for this node its
+    // messages would be stepped but every reply would fail with UnknownPeer.
+    if cfg.learn_peer_addrs && !shared.closed.get() {
+        let (known, learned) = {
+            let peers = shared.peers.borrow();
+            let learned = peers.values().filter(|p| p.learned.get()).count();
+            (peers.contains_key(&from), learned)
+        };
+        if !known && learned >= cfg.learned_peers_max {
+            warn!(shard = cfg.shard, node = from, %listen_addr, "learned_peers_max reached; peer address not learned");
+        } else if !known {
+            info!(shard = cfg.shard, node = from, %listen_addr, "learned peer address from handshake");
+            shared.register_peer(from, listen_addr, true);
+        }
+    }
     // A newer connection from the same node replaces the older one, which is usually a
     // half-dead leftover of a peer restart.
     let older = shared.inbound_by_node.borrow_mut().insert(from, conn_id);
@@ -1499,8 +1607,9 @@ async fn handshake_dialer(
         node_id: cfg.node_id,
         shard: cfg.shard,
         protocol_version: PROTOCOL_VERSION,
+        listen_addr: shared.advertise_addr.to_string(),
     };
-    let mut out = BytesMut::with_capacity(128);
+    let mut out = BytesMut::with_capacity(192);
     encode_message(FrameKind::Handshake, &hs, &mut out)
         .map_err(|e| DialError::Protocol(e.to_string()))?;
     let (res, _) = stream.write_all(out, handle.clone()).await;

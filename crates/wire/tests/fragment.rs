@@ -335,6 +335,7 @@ async fn handshake_by_hand(addr: SocketAddr, node_id: u64) -> TcpStream {
         node_id,
         shard: 0,
         protocol_version: PROTOCOL_VERSION,
+        listen_addr: "127.0.0.1:9".to_string(),
     };
     encode_message(FrameKind::Handshake, &hs, &mut out).unwrap();
     let (res, _) = stream.write_all(out).await;

@@ -135,8 +135,8 @@ proptest! {
     }
 
     #[test]
-    fn messages_round_trip(cluster_id in any::<u64>(), node_id in any::<u64>(), shard in any::<u32>(), detail in ".{0,40}") {
-        let hs = Handshake { cluster_id, node_id, shard, protocol_version: 1 };
+    fn messages_round_trip(cluster_id in any::<u64>(), node_id in any::<u64>(), shard in any::<u32>(), detail in ".{0,40}", listen_addr in ".{0,64}") {
+        let hs = Handshake { cluster_id, node_id, shard, protocol_version: 1, listen_addr: listen_addr.clone() };
         let rej = HandshakeReject { reason: mast_wire::RejectReason::UnknownNode, detail };
         let mut out = BytesMut::new();
         encode_message(FrameKind::Handshake, &hs, &mut out).unwrap();
@@ -216,6 +216,7 @@ fn misaligned_payload_is_an_error() {
             node_id: 2,
             shard: 3,
             protocol_version: 1,
+            listen_addr: "127.0.0.1:9".to_string(),
         },
         &mut out,
     )

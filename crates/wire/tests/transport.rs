@@ -208,6 +208,7 @@ fn three_nodes_all_to_all_with_typed_messages() {
                         node_id: to,
                         shard: 42,
                         protocol_version: 0,
+                        listen_addr: "127.0.0.1:9".to_string(),
                     };
                     t.send_message(to, FrameKind::AdminTask, &msg).unwrap();
                 }
@@ -293,7 +294,9 @@ fn unknown_node_is_refused_unless_allowed() {
         assert_eq!(from, 1);
         assert_eq!(frame.payload.as_slice(), b"done");
         let sc = peer(&c, 1);
-        assert_eq!(sc.addr, None);
+        // Learned from the handshake, so c can answer node 1.
+        assert_eq!(sc.addr, Some(a.local_addr()));
+        assert!(sc.addr_learned);
         assert_eq!(sc.frames_received, 1);
         for t in [a, b, c] {
             t.shutdown().await;
@@ -503,6 +506,7 @@ async fn handshake_by_hand(addr: SocketAddr, cluster_id: u64, node_id: u64) -> T
         node_id,
         shard: 0,
         protocol_version: PROTOCOL_VERSION,
+        listen_addr: "127.0.0.1:9".to_string(),
     };
     encode_message(FrameKind::Handshake, &hs, &mut out).unwrap();
     let (res, _) = stream.write_all(out).await;
@@ -525,6 +529,8 @@ fn malformed_frames_after_handshake_close_the_connection() {
     run(async {
         let mut b_cfg = config(1, 2, 0);
         b_cfg.accept_unknown_nodes = true;
+        // Unlearned, an unregistered node's counters go with its connection (checked below).
+        b_cfg.learn_peer_addrs = false;
         b_cfg.frame_bytes_max = 64 * 1024;
         let b = PeerTransport::new(b_cfg).unwrap();
         let a = transport(1, 1, 0);
