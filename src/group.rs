@@ -1079,13 +1079,25 @@ impl Group {
             .propose_conf_change(cc.clone())
             .map_err(|e| GroupError::Refused(e.to_string()))?;
         self.kick();
-        // A follower forwards the change and never hears if the leader refused it, so the
-        // answer is the applied configuration, not the proposal.
+        // A follower forwards the change and never hears if the leader refused it (a
+        // transfer in progress, a leader that has not yet committed in its term, a dropped
+        // message), so the answer is the applied configuration, and the change is proposed
+        // again every election timeout until it holds. Repeats are harmless: the
+        // configuration fold is idempotent and the leader allows one pending change at a time.
         let deadline =
             std::time::Instant::now() + Duration::from_millis(self.opts.request_timeout_ms);
+        let retry_every =
+            Duration::from_millis(self.opts.tick_ms * self.opts.election_timeout_ticks);
+        let mut next_retry = std::time::Instant::now() + retry_every;
         while !holds(self.node.borrow().applied_conf_state()) {
-            if std::time::Instant::now() > deadline {
+            let now = std::time::Instant::now();
+            if now > deadline {
                 return Err(GroupError::Timeout);
+            }
+            if now >= next_retry {
+                let _ = self.node.borrow_mut().propose_conf_change(cc.clone());
+                self.kick();
+                next_retry = now + retry_every;
             }
             monoio::time::sleep(Duration::from_millis(self.opts.tick_ms)).await;
         }

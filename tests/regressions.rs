@@ -27,6 +27,15 @@ const OP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a refused start may take to exit (a join retries transient errors for longer).
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// These tests start 3-4 server processes each and time leader elections; run in parallel on
+/// a 2-core machine they starve each other's processes into election churn. One at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    // A test that panicked while holding the lock poisons it; the next test still runs.
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn replay(test: &str) {
     eprintln!(
         "replay: CARGO_TARGET_DIR=/work/target-regress cargo test --release -p mast --test regressions -- --exact {test} --nocapture"
@@ -141,6 +150,7 @@ fn with_flag(args: &[String], flag: &str, value: &str) -> Vec<String> {
 
 #[test]
 fn joiner_with_another_shard_count_is_refused() {
+    let _serial = serial();
     let cluster = start(
         ClusterOptions::new(3, SHARDS),
         "joiner_with_another_shard_count_is_refused",
@@ -197,6 +207,7 @@ fn joiner_with_another_shard_count_is_refused() {
 
 #[test]
 fn restart_with_another_shard_count_is_refused() {
+    let _serial = serial();
     let mut cluster = start(
         ClusterOptions::new(3, SHARDS),
         "restart_with_another_shard_count_is_refused",
@@ -241,6 +252,7 @@ const SNAPSHOT_WRITES_MAX: usize = 2_000;
 
 #[test]
 fn member_addresses_survive_snapshots() {
+    let _serial = serial();
     let mut cluster = start(
         ClusterOptions::new(3, SHARDS).arg("--snapshot-every-entries", SNAPSHOT_EVERY_ENTRIES),
         "member_addresses_survive_snapshots",
@@ -402,6 +414,7 @@ fn lagging_member_catches_up(test: &str, away: Away) {
 
 #[test]
 fn lagging_leader_catches_up_from_a_newer_leader() {
+    let _serial = serial();
     lagging_member_catches_up(
         "lagging_leader_catches_up_from_a_newer_leader",
         Away::PausedLeader,
@@ -410,6 +423,7 @@ fn lagging_leader_catches_up_from_a_newer_leader() {
 
 #[test]
 fn lagging_follower_catches_up_from_a_newer_leader() {
+    let _serial = serial();
     lagging_member_catches_up(
         "lagging_follower_catches_up_from_a_newer_leader",
         Away::KilledFollower,
@@ -422,6 +436,7 @@ fn lagging_follower_catches_up_from_a_newer_leader() {
 
 #[test]
 fn membership_changes_are_idempotent_and_acknowledged_when_applied() {
+    let _serial = serial();
     let cluster = start(
         ClusterOptions::new(3, SHARDS),
         "membership_changes_are_idempotent_and_acknowledged_when_applied",
@@ -529,6 +544,7 @@ const QUICK_RESTART_ROUNDS: usize = 5;
 
 #[test]
 fn node_restarts_right_after_sigkill() {
+    let _serial = serial();
     let mut cluster = start(
         ClusterOptions::new(1, SHARDS),
         "node_restarts_right_after_sigkill",
