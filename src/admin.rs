@@ -77,11 +77,8 @@ fn facts(shard: &Shard) -> ShardFacts {
 async fn all_facts(me: &Rc<Shard>) -> Vec<ShardFacts> {
     let mut out = Vec::with_capacity(me.mesh.shards());
     for s in 0..me.mesh.shards() {
-        if s == me.id {
-            out.push(facts(me));
-        } else if let Ok(f) = me
-            .mesh
-            .submit_to(s, |shard: Rc<Shard>| async move { facts(&shard) })
+        if let Ok(f) = me
+            .run_on(s, |shard: Rc<Shard>| async move { facts(&shard) })
             .await
         {
             out.push(f);

@@ -58,12 +58,7 @@ fn cluster_id_of(members: &[Member], shards: usize) -> u64 {
         .collect();
     sorted.sort();
     sorted.push(format!("shards={shards}"));
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in sorted.join(",").bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h.max(1)
+    crate::kv_api::fnv1a(sorted.join(",").as_bytes()).max(1)
 }
 
 /// Reads `DATA/CLUSTER`, or creates it by bootstrapping or joining.

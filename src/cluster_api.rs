@@ -33,25 +33,26 @@ struct Members {
 /// have been applied everywhere).
 async fn list(me: Rc<Shard>) -> Response {
     let cluster_id = me.node.cluster.cluster_id;
-    let members = on_shard0(&me, |s: Rc<Shard>| async move {
-        let st = s.group.raft_status();
-        s.group
-            .members()
-            .into_iter()
-            .filter(|(id, _)| {
-                st.conf_state.voters.contains(id) || st.conf_state.learners.contains(id)
-            })
-            .map(|(id, m)| MemberView {
-                id,
-                voter: st.conf_state.voters.contains(&id),
-                peer_addr: m.peer_addr,
-                http_addr: m.http_addr,
-            })
-            .collect::<Vec<_>>()
-    })
-    .await;
+    let members = me
+        .run_on(0, |s: Rc<Shard>| async move {
+            let st = s.group.raft_status();
+            s.group
+                .members()
+                .into_iter()
+                .filter(|(id, _)| {
+                    st.conf_state.voters.contains(id) || st.conf_state.learners.contains(id)
+                })
+                .map(|(id, m)| MemberView {
+                    id,
+                    voter: st.conf_state.voters.contains(&id),
+                    peer_addr: m.peer_addr,
+                    http_addr: m.http_addr,
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
     match members {
-        Some(members) => Response::json(
+        Ok(members) => Response::json(
             200,
             &Members {
                 cluster_id,
@@ -59,20 +60,8 @@ async fn list(me: Rc<Shard>) -> Response {
                 members,
             },
         ),
-        None => Response::error(503, "stopping", "shard 0 is not answering"),
+        Err(_) => Response::error(503, "stopping", "shard 0 is not answering"),
     }
-}
-
-async fn on_shard0<R, F, Fut>(me: &Rc<Shard>, f: F) -> Option<R>
-where
-    R: Send + 'static,
-    F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = R> + 'static,
-{
-    if me.id == 0 {
-        return Some(f(me.clone()).await);
-    }
-    me.mesh.submit_to(0, f).await.ok()
 }
 
 fn group_error(e: &GroupError) -> Response {
@@ -96,14 +85,10 @@ async fn change_everywhere(me: &Rc<Shard>, cc: ConfChange) -> Result<(), Respons
     for s in 0..me.mesh.shards() {
         let cc = cc.clone();
         let run = move |shard: Rc<Shard>| async move { shard.group.change_membership(cc).await };
-        let r = if s == me.id {
-            run(me.clone()).await
-        } else {
-            me.mesh
-                .submit_to(s, run)
-                .await
-                .unwrap_or(Err(GroupError::Overloaded))
-        };
+        let r = me
+            .run_on(s, run)
+            .await
+            .unwrap_or(Err(GroupError::Overloaded));
         r.map_err(|e| group_error(&e))?;
     }
     Ok(())
@@ -178,14 +163,7 @@ async fn transfer(me: Rc<Shard>, req: Request) -> Response {
                 Err(e) => format!("refused: {e}"),
             }
         };
-        let result = if s == me.id {
-            run(me.clone()).await
-        } else {
-            me.mesh
-                .submit_to(s, run)
-                .await
-                .unwrap_or_else(|e| e.to_string())
-        };
+        let result = me.run_on(s, run).await.unwrap_or_else(|e| e.to_string());
         results.push(ShardResult { shard: s, result });
     }
     Response::json(200, &results)

@@ -458,11 +458,8 @@ impl Group {
         cfg.max_msg_bytes = (opts.frame_bytes_max as u64 / 4).max(1);
         cfg.max_inflight_bytes = cfg.max_msg_bytes * 8;
         // Entropy for election jitter is chosen here, in the I/O layer; the core stays pure.
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            ^ (node_id << 32)
-            ^ shard as u64;
+        let boot = boot_nonce();
+        let seed = boot ^ (node_id << 32) ^ shard as u64;
         let node = RawNode::new(&cfg, storage, seed).map_err(|e| format!("raft: {e}"))?;
 
         let mut tcfg = TransportConfig::new(cluster_id, node_id, shard as u32, listen_addr);
@@ -486,7 +483,7 @@ impl Group {
             transport: Rc::new(transport),
             proposals: RefCell::new(HashMap::new()),
             next_request_id: Cell::new(0),
-            boot: boot_nonce(),
+            boot,
             reads_unissued: RefCell::new(Vec::new()),
             reads_issued: RefCell::new(HashMap::new()),
             next_read_ctx: Cell::new(0),

@@ -25,15 +25,19 @@ pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
 pub const LIST_LIMIT_DEFAULT: usize = 1000;
 pub const LIST_LIMIT_MAX: usize = 10_000;
 
-/// The owner shard of a routing key. FNV-1a is fixed here forever: changing it would move
-/// every key to another shard.
-pub fn owner_shard(key: &str, shards: usize) -> usize {
+/// 64-bit FNV-1a. Fixed forever: key placement and cluster ids are derived from it.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.as_bytes() {
+    for b in bytes {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    (h % shards.max(1) as u64) as usize
+    h
+}
+
+/// The owner shard of a routing key. Changing this would move every key to another shard.
+pub fn owner_shard(key: &str, shards: usize) -> usize {
+    (fnv1a(key.as_bytes()) % shards.max(1) as u64) as usize
 }
 
 /// What the owner shard answers; `Send` so it can cross back to the accepting shard.
@@ -55,13 +59,9 @@ where
     F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = KvReply> + 'static,
 {
-    if shard == me.id {
-        return f(me.clone()).await;
-    }
-    match me.mesh.submit_to(shard, f).await {
-        Ok(r) => r,
-        Err(_) => KvReply::Failed(GroupError::Overloaded),
-    }
+    me.run_on(shard, f)
+        .await
+        .unwrap_or(KvReply::Failed(GroupError::Overloaded))
 }
 
 /// With `--redirect`, a node that does not lead the group names the leader instead.

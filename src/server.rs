@@ -20,7 +20,7 @@ use crate::admin;
 use crate::cluster::{self, ClusterIdentity};
 use crate::config::{allowed_cpus, Member, ServerConfig};
 use crate::group::{Group, GroupOptions, MemberAddrs, ReplicaId};
-use crate::runtime::{pin_current_thread, run_on_runtime, Driver, Mesh};
+use crate::runtime::{pin_current_thread, run_on_runtime, Driver, Mesh, XShardError};
 
 /// Inbound cross-shard jobs a shard queues before callers wait (backpressure).
 const XSHARD_QUEUE_LEN: usize = 4096;
@@ -55,6 +55,22 @@ pub struct Shard {
     pub http_metrics: Rc<HttpMetrics>,
     /// This shard's raft replica and its KV partition.
     pub group: Rc<Group>,
+}
+
+impl Shard {
+    /// Runs `f` against shard `shard`'s context: directly when that is this shard (no queue
+    /// hop), otherwise through the mesh.
+    pub async fn run_on<R, F, Fut>(self: &Rc<Self>, shard: usize, f: F) -> Result<R, XShardError>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = R> + 'static,
+    {
+        if shard == self.id {
+            return Ok(f(self.clone()).await);
+        }
+        self.mesh.submit_to(shard, f).await
+    }
 }
 
 enum Event {
