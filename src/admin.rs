@@ -102,6 +102,7 @@ struct Status {
     http_addr: String,
     peer_addr: String,
     data_dir: String,
+    log_io: &'static str,
     members: Vec<MemberView>,
     shards: Vec<ShardFacts>,
 }
@@ -115,6 +116,7 @@ async fn status(me: Rc<Shard>) -> Response {
         http_addr: node.http_addr.to_string(),
         peer_addr: node.peer_addr.to_string(),
         data_dir: node.data_dir.display().to_string(),
+        log_io: node.log_io(),
         members: node
             .members
             .iter()
@@ -224,6 +226,35 @@ fn render_raft(shards: &[ShardFacts], out: &mut String) {
     for (name, help, get) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} gauge");
+        for f in shards {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", f.shard, get(&f.raft));
+        }
+    }
+    let counters: [(&str, &str, Get); 4] = [
+        (
+            "mast_log_batches_total",
+            "Group-commit batches written to the raft log (one write + one fdatasync each).",
+            |r| r.log_batches,
+        ),
+        (
+            "mast_log_entries_total",
+            "Entries written in those batches; divided by batches, the mean batch size.",
+            |r| r.log_entries,
+        ),
+        (
+            "mast_log_bytes_total",
+            "Bytes written in those batches, padding included.",
+            |r| r.log_bytes,
+        ),
+        (
+            "mast_log_syncs_total",
+            "fdatasync calls made for batches.",
+            |r| r.log_syncs,
+        ),
+    ];
+    for (name, help, get) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
         for f in shards {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", f.shard, get(&f.raft));
         }

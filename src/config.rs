@@ -62,9 +62,15 @@ pub struct ServerArgs {
     /// Serve reads from local state without a ReadIndex round (may be stale).
     #[arg(long)]
     pub follower_read: bool,
-    /// Applied entries between state machine snapshots (and log compactions). Default 50000.
+    /// Applied entries between state machine snapshots (and log compactions), at least the
+    /// number of keys at the last snapshot, so a large state is not re-serialized too often. Default 50000.
     #[arg(long)]
     pub snapshot_every_entries: Option<u64>,
+    /// How the raft log writes: "direct" (O_DIRECT | O_DSYNC: one write per batch, durable
+    /// when it returns), "buffered" (page cache write, then fdatasync), or "auto" (direct
+    /// where the data directory's filesystem allows it). Default auto.
+    #[arg(long)]
+    pub log_io: Option<String>,
     /// TOML file with the same keys as the flags (snake_case: data_dir, http_addr, ...).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -85,6 +91,32 @@ pub struct FileConfig {
     pub redirect: Option<bool>,
     pub follower_read: Option<bool>,
     pub snapshot_every_entries: Option<u64>,
+    pub log_io: Option<String>,
+}
+
+/// How the raft log gets entries onto the disk; both are durable before acknowledging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogIo {
+    /// Direct where the filesystem supports O_DIRECT, else buffered.
+    Auto,
+    /// O_DIRECT | O_DSYNC: one write per batch, no page cache, no separate fdatasync.
+    Direct,
+    /// Through the page cache, then one fdatasync per batch.
+    Buffered,
+}
+
+impl LogIo {
+    fn parse(s: &str) -> Result<Self, ConfigError> {
+        match s.trim() {
+            "auto" => Ok(LogIo::Auto),
+            "direct" => Ok(LogIo::Direct),
+            "buffered" => Ok(LogIo::Buffered),
+            other => Err(err(
+                "log_io",
+                format!("{other:?} is not one of auto, direct, buffered"),
+            )),
+        }
+    }
 }
 
 /// One member of the cluster as named by `--members`.
@@ -110,6 +142,7 @@ pub struct ServerConfig {
     pub redirect: bool,
     pub follower_read: bool,
     pub snapshot_every_entries: u64,
+    pub log_io: LogIo,
 }
 
 /// A configuration problem, naming the key that is wrong.
@@ -251,6 +284,10 @@ impl ServerConfig {
         if snapshot_every_entries == 0 {
             return Err(err("snapshot_every_entries", "must be at least 1"));
         }
+        let log_io = match args.log_io.or(file.log_io) {
+            Some(s) => LogIo::parse(&s)?,
+            None => LogIo::Auto,
+        };
         let redirect = args.redirect || file.redirect.unwrap_or(false);
         let follower_read = args.follower_read || file.follower_read.unwrap_or(false);
         let members_arg = args.members.or(file.members);
@@ -297,6 +334,7 @@ impl ServerConfig {
             redirect,
             follower_read,
             snapshot_every_entries,
+            log_io,
         })
     }
 
@@ -337,6 +375,13 @@ mod tests {
         assert_eq!(c.members.len(), 1);
         assert_eq!(c.members[0].peer_addr, c.peer_addr);
         assert_eq!(c.shard_peer_addr(1).port(), 17111);
+        assert_eq!(c.log_io, LogIo::Auto);
+        let c = ServerConfig::resolve(ServerArgs {
+            log_io: Some("buffered".into()),
+            ..args()
+        })
+        .unwrap();
+        assert_eq!(c.log_io, LogIo::Buffered);
     }
 
     #[test]
@@ -397,6 +442,13 @@ mod tests {
                     ..args()
                 },
                 "members",
+            ),
+            (
+                ServerArgs {
+                    log_io: Some("fast".into()),
+                    ..args()
+                },
+                "log_io",
             ),
             (
                 ServerArgs {

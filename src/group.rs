@@ -5,18 +5,21 @@
 //! an await):
 //! - the **ticker** ticks the core every `tick_ms`;
 //! - the **receiver** steps raft messages from the transport into the core;
-//! - the **driver** handles each `Ready`: messages that may go now are sent; entries and hard
-//!   state are queued to the log (one write + one fdatasync for everything queued while the
-//!   previous batch was on disk: group commit); once durable, the messages that needed it are
-//!   sent and committed entries are applied; then `advance`.
-//!   Inputs keep arriving while a batch is on disk, so the next `Ready` carries all of them.
+//! - the **driver** takes each `Ready`: messages that may go now are sent and entries are
+//!   queued to the log (one write per batch for everything queued while the previous batch
+//!   was on disk: group commit), then it is let go with `advance_unpersisted` so the next
+//!   `Ready` can be queued behind it at once: the disk never waits for this thread.
+//!   A `Ready` that installs a snapshot or changes term or vote waits for everything before
+//!   it and is handled whole (`advance`).
+//! - the **completer** finishes handed-off `Ready`s in order as they become durable:
+//!   `on_persisted`, then the messages that needed durability, then apply.
 //! - request handlers call [`Group::propose`] and [`Group::read_barrier`] and wait for apply.
 //!
 //! Nothing is acknowledged before the entry is committed (durable on a quorum) and applied
 //! here. A log write or fsync failure aborts the process.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -26,7 +29,7 @@ use futures_channel::oneshot;
 use mast_log::{EntryRecord, Log, LogOptions};
 use mast_raft::{
     ConfChange, ConfChangeKind, ConfState, Entry, EntryKind, HardState, Message, RawNode,
-    ReadState, Role, Snapshot, SnapshotMeta, Status, Storage, StorageError,
+    ReadState, Ready, Role, Snapshot, SnapshotMeta, Status, Storage, StorageError, Unpersisted,
 };
 use mast_wire::{FrameKind, PeerTransport, SendError, TransportConfig};
 use tracing::{error, info, warn};
@@ -47,9 +50,10 @@ pub struct GroupOptions {
     pub heartbeat_interval_ticks: u64,
     /// How long a client waits for its write or read before hearing "unknown outcome".
     pub request_timeout_ms: u64,
-    /// Applied entries between state machine snapshots (then the log is compacted; the log
-    /// keeps `log.retained_tail_entries` below the snapshot so a slightly lagging follower
-    /// catches up from the log instead of needing the snapshot).
+    /// Applied entries between state machine snapshots, or the number of keys in the last
+    /// snapshot if that is larger (then the log is compacted; the log keeps `log.retained_tail_entries` below the
+    /// snapshot so a slightly lagging follower catches up from the log instead of needing
+    /// the snapshot).
     pub snapshot_every_entries: u64,
     /// Applied entry bytes between snapshots, whichever of the two comes first.
     pub snapshot_every_bytes: u64,
@@ -295,6 +299,11 @@ pub struct GroupStatus {
     pub learners: Vec<u64>,
     pub keys: usize,
     pub progress: Vec<ProgressView>,
+    /// Group-commit batches the log wrote (one write + one fdatasync each).
+    pub log_batches: u64,
+    pub log_entries: u64,
+    pub log_bytes: u64,
+    pub log_syncs: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -334,6 +343,8 @@ pub struct Group {
     snapshot_index: Cell<u64>,
     /// A snapshot is being written (see `maybe_snapshot`).
     snapshot_in_flight: Cell<bool>,
+    /// Keys in the state when the last snapshot was taken or installed.
+    snapshot_keys: Cell<u64>,
     /// The hard state last queued to disk (see `handle_ready`).
     persisted_hard_state: Cell<mast_log::HardState>,
     /// Entry bytes applied since the last snapshot.
@@ -344,6 +355,25 @@ pub struct Group {
     members: RefCell<BTreeMap<u64, MemberAddrs>>,
     kick: flume::Sender<()>,
     kicked: flume::Receiver<()>,
+    /// Readys handed to the log but not yet durable, oldest first (see `driver`).
+    in_flight: RefCell<VecDeque<InFlight>>,
+    /// Wakes the completer when `in_flight` gains an element.
+    in_flight_added: (flume::Sender<()>, flume::Receiver<()>),
+    /// Wakes the driver when the completer finished one.
+    in_flight_done: (flume::Sender<()>, flume::Receiver<()>),
+}
+
+/// Readys handed to the log at once, before the previous ones are durable: enough to keep
+/// the disk busy (the log coalesces whatever queues behind a write into one batch).
+const IN_FLIGHT_READIES_MAX: usize = 8;
+
+/// What remains of a `Ready` handed to the log, for once its writes are durable.
+struct InFlight {
+    durable: mast_log::Durable,
+    unpersisted: Unpersisted,
+    persisted_messages: Vec<Message>,
+    committed_entries: Vec<Entry>,
+    read_states: Vec<ReadState>,
 }
 
 /// A value that differs between starts of the process (time and pid).
@@ -479,6 +509,7 @@ impl Group {
             applied_bytes_since_snapshot: Cell::new(0),
             persisted_hard_state: Cell::new(hs),
             snapshot_in_flight: Cell::new(false),
+            snapshot_keys: Cell::new(kv.len() as u64),
             kv: RefCell::new(kv),
             transport: Rc::new(transport),
             proposals: RefCell::new(HashMap::new()),
@@ -493,6 +524,9 @@ impl Group {
             members: RefCell::new(peers.clone()),
             kick,
             kicked,
+            in_flight: RefCell::new(VecDeque::new()),
+            in_flight_added: flume::bounded(1),
+            in_flight_done: flume::bounded(1),
             opts,
         });
         for (id, m) in peers {
@@ -526,6 +560,8 @@ impl Group {
         monoio::spawn(async move { g.receiver().await });
         let g = self.clone();
         monoio::spawn(async move { g.driver().await });
+        let g = self.clone();
+        monoio::spawn(async move { g.completer().await });
         // A single-member group can elect itself at once instead of waiting a timeout.
         let voters = self.node.borrow().conf_state().voters.clone();
         if voters == [self.node_id] {
@@ -628,6 +664,11 @@ impl Group {
         }
     }
 
+    /// Hands each `Ready` to the log and goes on to the next one without waiting for the
+    /// disk (the completer finishes them in order once durable), so the next batch is
+    /// queued while the previous one is being written and the disk never waits for this
+    /// task. A `Ready` that installs a snapshot or changes term or vote is handled whole,
+    /// after everything before it is durable.
     async fn driver(self: Rc<Self>) {
         while self.kicked.recv_async().await.is_ok() {
             self.issue_reads();
@@ -636,9 +677,72 @@ impl Group {
                 if !self.node.borrow().has_ready() {
                     break;
                 }
-                self.handle_ready().await;
-                self.maybe_snapshot();
+                while self.in_flight.borrow().len() >= IN_FLIGHT_READIES_MAX {
+                    let _ = self.in_flight_done.1.recv_async().await;
+                }
+                let rd = self.node.borrow_mut().ready();
+                if self.can_hand_off(&rd) {
+                    self.hand_off(rd);
+                } else {
+                    while !self.in_flight.borrow().is_empty() {
+                        let _ = self.in_flight_done.1.recv_async().await;
+                    }
+                    self.handle_ready(rd).await;
+                    self.maybe_snapshot();
+                }
             }
+        }
+    }
+
+    fn can_hand_off(&self, rd: &Ready) -> bool {
+        let persisted = self.persisted_hard_state.get();
+        let same_term_vote = match rd.hard_state {
+            Some(hs) => hs.term == persisted.term && hs.vote == persisted.vote,
+            None => true,
+        };
+        rd.snapshot.is_none() && same_term_vote
+    }
+
+    fn hand_off(&self, mut rd: Ready) {
+        self.note_soft_state(&rd);
+        self.send_all(std::mem::take(&mut rd.messages));
+        let durable = self.write_entries(&rd.entries);
+        let persisted_messages = std::mem::take(&mut rd.persisted_messages);
+        let committed_entries = std::mem::take(&mut rd.committed_entries);
+        let read_states = std::mem::take(&mut rd.read_states);
+        let unpersisted = self.node.borrow_mut().advance_unpersisted(rd);
+        self.in_flight.borrow_mut().push_back(InFlight {
+            durable,
+            unpersisted,
+            persisted_messages,
+            committed_entries,
+            read_states,
+        });
+        let _ = self.in_flight_added.0.try_send(());
+    }
+
+    /// Finishes handed-off Readys in order as the log makes them durable.
+    async fn completer(self: Rc<Self>) {
+        loop {
+            let next = self.in_flight.borrow_mut().pop_front();
+            let Some(f) = next else {
+                if self.in_flight_added.1.recv_async().await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            if let Err(e) = f.durable.await {
+                self.fatal("log fsync", e);
+            }
+            self.node.borrow_mut().on_persisted(f.unpersisted);
+            // Durability may have moved the commit index: there may be a new Ready. Kicked
+            // first so the driver is queued ahead of the replies `apply` wakes.
+            self.kick();
+            self.send_all(f.persisted_messages);
+            self.apply(f.committed_entries);
+            self.complete_read_states(f.read_states);
+            self.maybe_snapshot();
+            let _ = self.in_flight_done.0.try_send(());
         }
     }
 
@@ -668,33 +772,43 @@ impl Group {
         std::process::abort();
     }
 
-    async fn handle_ready(&self) {
-        let mut rd = self.node.borrow_mut().ready();
+    fn note_soft_state(&self, rd: &Ready) {
         if let Some(ss) = &rd.soft_state {
             let was = self.leader.replace(ss.leader);
             if was != ss.leader {
                 info!(shard = self.shard, leader = ss.leader, role = ?ss.role, "leader changed");
             }
         }
+    }
+
+    /// Queues `entries` to the log (replacing a conflicting suffix first). The returned
+    /// future completes when they are durable; the log keeps truncations and appends in order.
+    fn write_entries(&self, entries: &[Entry]) -> mast_log::Durable {
+        let Some(first) = entries.first() else {
+            return mast_log::Durable::done();
+        };
+        if first.index <= self.log.last_index() {
+            if let Err(e) = self.log.truncate_suffix(first.index) {
+                self.fatal("log truncate", e);
+            }
+        }
+        let records: Vec<EntryRecord> = entries.iter().map(entry_to_record).collect();
+        match self.log.append(&records) {
+            Ok(d) => d,
+            Err(e) => self.fatal("log append", e),
+        }
+    }
+
+    /// The whole `Ready` contract in one go, for a `Ready` that cannot be handed off.
+    async fn handle_ready(&self, mut rd: Ready) {
+        self.note_soft_state(&rd);
         self.send_all(std::mem::take(&mut rd.messages));
 
         if let Some(snap) = rd.snapshot.take() {
             self.install_snapshot(snap).await;
         }
         let mut durable = Vec::with_capacity(2);
-        if let Some(first) = rd.entries.first() {
-            if first.index <= self.log.last_index() {
-                match self.log.truncate_suffix(first.index) {
-                    Ok(d) => durable.push(d),
-                    Err(e) => self.fatal("log truncate", e),
-                }
-            }
-            let records: Vec<EntryRecord> = rd.entries.iter().map(entry_to_record).collect();
-            match self.log.append(&records) {
-                Ok(d) => durable.push(d),
-                Err(e) => self.fatal("log append", e),
-            }
-        }
+        durable.push(self.write_entries(&rd.entries));
         if let Some(hs) = rd.hard_state {
             // Term and vote must be durable before anything is said at that term. The commit
             // index is volatile in raft (a restarted node relearns it from the leader, or as
@@ -753,6 +867,7 @@ impl Group {
             }
             Err(e) => self.fatal("log reset", e),
         }
+        self.snapshot_keys.set(kv.len() as u64);
         *self.kv.borrow_mut() = kv;
         for (id, addrs) in &members {
             self.set_peer(*id, addrs);
@@ -770,6 +885,7 @@ impl Group {
         let bytes: u64 = entries.iter().map(|e| e.data.len() as u64).sum();
         self.applied_bytes_since_snapshot
             .set(self.applied_bytes_since_snapshot.get() + bytes);
+        let mut replies = Vec::new();
         for e in entries {
             match e.kind {
                 EntryKind::Normal if e.data.is_empty() => self.kv.borrow_mut().skip(e.index),
@@ -778,7 +894,7 @@ impl Group {
                         let outcome = self.kv.borrow_mut().apply(e.index, &p.command);
                         if p.proposer == self.node_id && p.boot == self.boot {
                             if let Some(w) = self.proposals.borrow_mut().remove(&p.request_id) {
-                                let _ = w.send(outcome);
+                                replies.push((w, outcome));
                             }
                         }
                     }
@@ -798,6 +914,17 @@ impl Group {
                     }
                 }
             }
+        }
+        if !replies.is_empty() {
+            // Answered from a task queued now rather than inline, so that the driver and the
+            // log writer it wakes get the next batch's write onto the ring before these
+            // replies' sends, and the disk works while the kernel sends them (monoio submits
+            // a turn's operations in the order its tasks queued them).
+            monoio::spawn(async move {
+                for (w, outcome) in replies {
+                    let _ = w.send(outcome);
+                }
+            });
         }
         self.wake_reads_applied();
     }
@@ -832,9 +959,18 @@ impl Group {
         if self.snapshot_in_flight.get() {
             return;
         }
-        let applied = self.kv.borrow().applied();
-        let due_by_entries =
-            applied >= self.snapshot_index.get() + self.opts.snapshot_every_entries;
+        let (applied, keys) = {
+            let kv = self.kv.borrow();
+            (kv.applied(), kv.len() as u64)
+        };
+        // A snapshot costs O(keys) of this thread's time, so the next one waits for at least
+        // as many entries as the last one held keys: amortized O(1) per write however large
+        // the state grows (a fixed interval would re-serialize a big state every second).
+        let interval = self
+            .opts
+            .snapshot_every_entries
+            .max(self.snapshot_keys.get());
+        let due_by_entries = applied >= self.snapshot_index.get() + interval;
         let due_by_bytes =
             self.applied_bytes_since_snapshot.get() >= self.opts.snapshot_every_bytes;
         if !(due_by_entries || due_by_bytes) || applied <= self.snapshot_index.get() {
@@ -851,6 +987,7 @@ impl Group {
             extra: encode_conf(&conf),
         };
         self.snapshot_in_flight.set(true);
+        self.snapshot_keys.set(keys);
         self.applied_bytes_since_snapshot.set(0);
         let g = self.clone();
         monoio::spawn(async move {
@@ -1133,6 +1270,7 @@ impl Group {
     pub fn status(&self) -> GroupStatus {
         let st = self.node.borrow().status();
         let kv = self.kv.borrow();
+        let log = self.log.stats();
         GroupStatus {
             leader: st.leader,
             role: match st.role {
@@ -1163,6 +1301,10 @@ impl Group {
                     learner: p.is_learner,
                 })
                 .collect(),
+            log_batches: log.batches,
+            log_entries: log.entries,
+            log_bytes: log.bytes,
+            log_syncs: log.syncs,
         }
     }
 

@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::admin;
 use crate::cluster::{self, ClusterIdentity};
-use crate::config::{allowed_cpus, Member, ServerConfig};
+use crate::config::{allowed_cpus, LogIo, Member, ServerConfig};
 use crate::group::{Group, GroupOptions, MemberAddrs, ReplicaId};
 use crate::runtime::{pin_current_thread, run_on_runtime, Driver, Mesh, XShardError};
 
@@ -42,6 +42,17 @@ pub struct NodeInfo {
     pub follower_read: bool,
     pub shard_peer_addrs: Vec<SocketAddr>,
     pub group_options: GroupOptions,
+}
+
+impl NodeInfo {
+    /// How the raft log writes, as decided at startup ("direct" or "buffered").
+    pub fn log_io(&self) -> &'static str {
+        if self.group_options.log.direct_io {
+            "direct"
+        } else {
+            "buffered"
+        }
+    }
 }
 
 /// One shard's context: everything its tasks share. Lives on the shard's thread only.
@@ -110,10 +121,34 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         "cluster identity"
     );
 
-    let group_options = GroupOptions {
+    let direct = match config.log_io {
+        LogIo::Buffered => false,
+        LogIo::Direct => {
+            mast_log::probe_direct_io(&config.data_dir).map_err(|e| ServerError::DataDir {
+                path: config.data_dir.display().to_string(),
+                reason: format!("log_io = direct: {e}"),
+            })?;
+            true
+        }
+        LogIo::Auto => match mast_log::probe_direct_io(&config.data_dir) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(%e, "the raft log falls back to buffered writes + fdatasync");
+                false
+            }
+        },
+    };
+    let mut group_options = GroupOptions {
         snapshot_every_entries: config.snapshot_every_entries,
         ..GroupOptions::default()
     };
+    // Direct writes are O_DSYNC too: one write per batch, durable when it completes.
+    group_options.log.direct_io = direct;
+    group_options.log.write_through = direct;
+    info!(
+        log_io = if direct { "direct" } else { "buffered" },
+        "raft log write mode"
+    );
     let node = Arc::new(NodeInfo {
         id: config.id,
         http_addr: config.http_addr,

@@ -7,7 +7,8 @@
 //! `log_perf restart [DIR]`: builds a log of `LOG_PERF_RESTART_BYTES` (default 1 GiB) and
 //! times `Log::open` on it (the recovery scan).
 //!
-//! `LOG_PERF_SECS` (default 5) sets each phase's duration, `LOG_PERF_DIRECT=1` uses O_DIRECT.
+//! `LOG_PERF_SECS` (default 5) sets each phase's duration, `LOG_PERF_DIRECT=1` uses O_DIRECT,
+//! `LOG_PERF_WRITE_THROUGH=1` O_DSYNC segments (no separate fdatasync).
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 fn opts() -> LogOptions {
     LogOptions {
         direct_io: env_u64("LOG_PERF_DIRECT", 0) == 1,
+        write_through: env_u64("LOG_PERF_WRITE_THROUGH", 0) == 1,
         ..LogOptions::default()
     }
 }
@@ -152,9 +154,10 @@ fn group_commit(dir: &Path) {
     let secs = env_u64("LOG_PERF_SECS", 5) as f64;
     let o = opts();
     println!(
-        "dir {} direct_io {} phase {secs} s, {ENTRY_BYTES}-byte entries",
+        "dir {} direct_io {} write_through {} phase {secs} s, {ENTRY_BYTES}-byte entries",
         dir.display(),
-        o.direct_io
+        o.direct_io,
+        o.write_through
     );
     block_on(async {
         let bare = bare_fdatasync(dir, secs, false).await;

@@ -18,7 +18,7 @@ mod snapshot;
 
 pub use crate::error::{Error, Result};
 pub use crate::hardstate::HardState;
-pub use crate::log::{Durable, EntryRecord, Log, LogStats, Recovered};
+pub use crate::log::{probe_direct_io, Durable, EntryRecord, Log, LogStats, Recovered};
 pub use crate::options::{LogOptions, RecoveryMode, DIRECT_IO_ALIGN_BYTES};
 pub use crate::scan::TailTruncation;
 pub use crate::snapshot::SnapshotMeta;

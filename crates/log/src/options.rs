@@ -48,6 +48,12 @@ pub struct LogOptions {
     pub tail_cache_bytes_max: usize,
     /// Write segments with O_DIRECT from block-aligned buffers.
     pub direct_io: bool,
+    /// Open segments with O_DSYNC: a batch is one write that completes only once durable,
+    /// instead of a write and then an fdatasync. With `direct_io` the write never leaves the
+    /// kernel's async path (no io-wq worker, no second round trip): on the virtio disk this
+    /// measured 40 µs of CPU and 196 µs per batch against 100 µs and 254 µs for
+    /// write + fdatasync (crates/log/PERF.md).
+    pub write_through: bool,
     /// How recovery treats a damaged tail.
     pub recovery: RecoveryMode,
     /// Snapshot files kept (the newest ones); at least 1.
@@ -68,6 +74,7 @@ impl Default for LogOptions {
             pending_bytes_max: 256 << 20,
             tail_cache_bytes_max: 64 << 20,
             direct_io: false,
+            write_through: false,
             recovery: RecoveryMode::TolerateTail,
             snapshots_kept: 2,
             retained_tail_entries: 1024,

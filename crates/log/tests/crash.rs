@@ -25,13 +25,16 @@ const CHILD_ENTRIES_MAX: u64 = 200_000;
 const CHILD_RUN_SECS_MAX: u64 = 20;
 
 const CHILD_DIRECT_ENV: &str = "MAST_LOG_CRASH_CHILD_DIRECT";
+const CHILD_WRITE_THROUGH_ENV: &str = "MAST_LOG_CRASH_CHILD_WRITE_THROUGH";
 
 fn opts() -> LogOptions {
     LogOptions {
         segment_bytes: 256 << 10,
-        // The child switches between buffered and O_DIRECT from run to run, so recovery
-        // also sees logs whose mode changed across a crash.
+        // The child switches between buffered and O_DIRECT, and between write + fdatasync
+        // and O_DSYNC writes, from run to run, so recovery also sees logs whose mode changed
+        // across a crash.
         direct_io: std::env::var(CHILD_DIRECT_ENV).is_ok_and(|v| v == "1"),
+        write_through: std::env::var(CHILD_WRITE_THROUGH_ENV).is_ok_and(|v| v == "1"),
         batch_bytes_max: 32 << 10,
         tail_cache_bytes_max: 16 << 10,
         ..LogOptions::default()
@@ -202,6 +205,10 @@ fn sigkill_never_loses_acknowledged_entries() {
             .env(CHILD_DIR_ENV, dir.path())
             .env(CHILD_SEED_ENV, rng.gen::<u64>().to_string())
             .env(CHILD_DIRECT_ENV, if rng.gen_bool(0.5) { "1" } else { "0" })
+            .env(
+                CHILD_WRITE_THROUGH_ENV,
+                if rng.gen_bool(0.5) { "1" } else { "0" },
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

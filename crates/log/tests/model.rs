@@ -69,7 +69,7 @@ fn check(log: &Log, m: &Model) {
     }
 }
 
-fn run(ops: Vec<Op>, direct_io: bool) {
+fn run(ops: Vec<Op>, direct_io: bool, write_through: bool) {
     let dir = tempfile::tempdir().unwrap();
     let opts = LogOptions {
         segment_bytes: 64 << 10,
@@ -77,6 +77,7 @@ fn run(ops: Vec<Op>, direct_io: bool) {
         tail_cache_bytes_max: 2 << 10,
         retained_tail_entries: 3,
         direct_io,
+        write_through,
         ..LogOptions::default()
     };
     block_on(async {
@@ -193,13 +194,25 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn log_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
-        run(ops, false);
+        run(ops, false, false);
+    }
+
+    /// O_DSYNC segments: each batch is one write that is durable when it returns.
+    #[test]
+    fn write_through_log_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
+        run(ops, false, true);
     }
 
     /// Same with O_DIRECT: block-aligned batches, padding records, truncation that has to
     /// continue in a new segment.
     #[test]
     fn direct_io_log_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
-        run(ops, true);
+        run(ops, true, false);
+    }
+
+    /// O_DIRECT | O_DSYNC, mast's default where the filesystem allows it.
+    #[test]
+    fn direct_write_through_log_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
+        run(ops, true, true);
     }
 }

@@ -13,7 +13,7 @@ mod storage;
 mod types;
 
 pub use progress::ProgressState;
-pub use raw_node::{ProgressStatus, RawNode, Ready, Status};
+pub use raw_node::{ProgressStatus, RawNode, Ready, Status, Unpersisted};
 pub use storage::{MemStorage, Storage, StorageError};
 pub use types::{
     ArchivedConfChange, ArchivedEntry, ArchivedMessage, ArchivedSnapshot, ConfChange,
@@ -48,6 +48,8 @@ pub enum Mutant {
     ReadIndexWithoutQuorum,
     /// Count the leader's own entries towards a quorum before they are durable.
     CountUndurableSelf,
+    /// Treat entries handed off by `advance_unpersisted` as durable at once.
+    PersistOnHandOff,
 }
 
 /// Configuration of one replica.

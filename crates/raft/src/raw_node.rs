@@ -56,6 +56,15 @@ pub struct Ready {
     last_entry: Option<(u64, u64)>,
     snapshot_meta: Option<(u64, u64, ConfState)>,
     last_committed: Option<u64>,
+    term_vote: (u64, u64),
+}
+
+/// What [`RawNode::on_persisted`] needs to know about a `Ready` that
+/// [`RawNode::advance_unpersisted`] let go before its writes were durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unpersisted {
+    last_entry: Option<(u64, u64)>,
+    term_vote: (u64, u64),
 }
 
 /// Replication progress of one member, as seen by the leader.
@@ -143,6 +152,8 @@ pub struct RawNode<S: Storage> {
     msgs_after_persist: Vec<Message>,
     prev_soft: SoftState,
     prev_hard: HardState,
+    /// Term and vote known durable: messages at a newer term or vote wait for persistence.
+    durable_term_vote: (u64, u64),
     awaiting_advance: bool,
     /// Highest index known durable here. The leader counts itself towards a quorum only
     /// up to it, so a commit index never depends on an entry that exists in memory only.
@@ -229,6 +240,7 @@ impl<S: Storage> RawNode<S> {
             msgs_after_persist: Vec::new(),
             prev_soft: SoftState::default(),
             prev_hard: hs,
+            durable_term_vote: (hs.term, hs.vote),
             awaiting_advance: false,
             persisted: last,
             quorum_buf: Vec::new(),
@@ -1460,7 +1472,8 @@ impl<S: Storage> RawNode<S> {
         // Term and vote of the previous Ready are durable (it was advanced); if this Ready
         // changes them, nothing may be said at the new term until it is durable too. (A
         // single voter wins its election within one step, before persisting its term.)
-        let term_durable = hard.term == self.prev_hard.term && hard.vote == self.prev_hard.vote;
+        let term_durable = (hard.term, hard.vote) == self.durable_term_vote;
+        rd.term_vote = (hard.term, hard.vote);
         if hard != self.prev_hard {
             rd.hard_state = Some(hard);
             self.prev_hard = hard;
@@ -1500,36 +1513,52 @@ impl<S: Storage> RawNode<S> {
 
     /// Acknowledges that `rd` was handled as the [`Ready`] contract says.
     pub fn advance(&mut self, rd: Ready) {
+        let p = self.advance_unpersisted(rd);
+        self.on_persisted(p);
+    }
+
+    /// Pipelined persistence: acknowledges `rd` once its writes were *handed* to storage,
+    /// in order and readable through [`Storage`], but before they are durable, so that the
+    /// next `Ready` (and the next write) can start while this one is on disk. Call
+    /// [`RawNode::on_persisted`] with the result once they are durable, in the order the
+    /// `Ready`s were taken; until then this replica does not count those entries towards a
+    /// commit and holds back messages at a term or vote not yet durable.
+    ///
+    /// The rest of the contract is unchanged: `persisted_messages` are sent, and
+    /// `committed_entries` and `read_states` handled, only after this `Ready`'s writes are
+    /// durable. A `Ready` carrying a snapshot must go through [`RawNode::advance`] after the
+    /// snapshot and every earlier write are durable.
+    pub fn advance_unpersisted(&mut self, rd: Ready) -> Unpersisted {
         self.awaiting_advance = false;
-        if let Some((idx, term, conf)) = rd.snapshot_meta {
+        if let Some((idx, term, conf)) = &rd.snapshot_meta {
+            let (idx, term) = (*idx, *term);
             if self.log.match_term(idx, term) {
                 self.persisted = self.persisted.max(idx);
             }
             self.log.stable_snap_to(idx);
             if idx > self.log.applied {
                 self.log.applied = idx;
-                self.applied_conf = conf;
+                self.applied_conf = conf.clone();
             }
         }
         if let Some(idx) = rd.last_committed {
             self.log.applied = self.log.applied.max(idx);
         }
         if let Some((idx, term)) = rd.last_entry {
-            // Written entries that were since replaced by a conflicting suffix do not count.
-            if self.log.match_term(idx, term) {
-                self.persisted = self.persisted.max(idx);
-            }
             self.log.stable_to(idx, term);
         }
-        if self.role == Role::Leader {
-            let persisted = self.persisted.min(self.log.last_index());
-            if let Some(me) = self.prs.get_mut(&self.id) {
-                if persisted > me.matched {
-                    me.matched = persisted;
-                    self.pending_bcast = true;
-                }
-            }
-        }
+        #[cfg(feature = "mutants")]
+        let rd = if self.mutant(crate::Mutant::PersistOnHandOff) {
+            self.on_persisted(Unpersisted {
+                last_entry: rd.last_entry,
+                term_vote: rd.term_vote,
+            });
+            let mut rd = rd;
+            rd.last_entry = None;
+            rd
+        } else {
+            rd
+        };
         // Keep only the configurations that a truncation could still fall back to.
         let floor = self.log.applied.min(self.log.committed);
         let keep_from = self
@@ -1539,6 +1568,34 @@ impl<S: Storage> RawNode<S> {
             .unwrap_or(0);
         if keep_from > 0 {
             self.conf_log.drain(..keep_from);
+        }
+        Unpersisted {
+            last_entry: rd.last_entry,
+            term_vote: rd.term_vote,
+        }
+    }
+
+    /// Reports that the writes of a `Ready` let go by [`RawNode::advance_unpersisted`] (and
+    /// of every `Ready` before it) are durable.
+    pub fn on_persisted(&mut self, p: Unpersisted) {
+        if let Some((idx, term)) = p.last_entry {
+            // Written entries that were since replaced by a conflicting suffix do not count.
+            if self.log.match_term(idx, term) {
+                self.persisted = self.persisted.max(idx);
+            }
+        }
+        // Terms never go back, and within a term the vote is only ever set once.
+        if p.term_vote.0 >= self.durable_term_vote.0 {
+            self.durable_term_vote = p.term_vote;
+        }
+        if self.role == Role::Leader {
+            let persisted = self.persisted.min(self.log.last_index());
+            if let Some(me) = self.prs.get_mut(&self.id) {
+                if persisted > me.matched {
+                    me.matched = persisted;
+                    self.pending_bcast = true;
+                }
+            }
         }
     }
 }

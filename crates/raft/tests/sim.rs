@@ -4,12 +4,12 @@
 //! `MAST_SIM_SEED_OFFSET=k` starts at `k`), `MAST_SIM_SEED=s` replays one seed and
 //! `MAST_SIM_TRACE=1` prints its event log. See the crate README for the invariants.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 
 use mast_raft::{
     ConfChange, ConfChangeKind, ConfState, Config, EntryKind, MemStorage, Message, MessageKind,
-    RawNode, ReadOnlyOption, Ready, Role, Storage,
+    RawNode, ReadOnlyOption, Ready, Role, Storage, Unpersisted,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -104,7 +104,15 @@ struct Node {
     /// Durable storage while crashed.
     down_storage: Option<MemStorage>,
     restart_at: u64,
-    pending: Option<(Ready, u64)>,
+    /// What the node's disk holds: writes reach it only when their `Ready` is persisted,
+    /// so a crash restarts from it and loses whatever was handed off but not yet durable.
+    durable: MemStorage,
+    /// Readys taken and not yet durable, oldest first, each with the step it becomes
+    /// durable at. More than one only when `pipelined`.
+    pending: VecDeque<Pending>,
+    /// Hands writes off with `advance_unpersisted` and takes the next `Ready` before the
+    /// previous one is durable (the server's pipelined log), instead of `advance` after.
+    pipelined: bool,
     sm: Sm,
     /// Read states received, waiting for the state machine to catch up.
     read_states: Vec<(u64, u64)>,
@@ -112,6 +120,30 @@ struct Node {
     /// Marked for removal from the simulation (its removal committed) at this step.
     retire_at: Option<u64>,
     snapshot_every: u64,
+}
+
+enum Pending {
+    /// Written to storage and advanced when persisted (`advance`).
+    Whole { rd: Box<Ready>, at: u64 },
+    /// Already in storage and advanced with `advance_unpersisted`; what remains to do once
+    /// durable.
+    HandedOff {
+        at: u64,
+        unpersisted: Unpersisted,
+        entries: Vec<mast_raft::Entry>,
+        hard_state: Option<mast_raft::HardState>,
+        persisted_messages: Vec<Message>,
+        committed_entries: Vec<mast_raft::Entry>,
+        read_states: Vec<mast_raft::ReadState>,
+    },
+}
+
+impl Pending {
+    fn at(&self) -> u64 {
+        match self {
+            Pending::Whole { at, .. } | Pending::HandedOff { at, .. } => *at,
+        }
+    }
 }
 
 struct InFlight {
@@ -192,6 +224,7 @@ impl Sim {
                 Some("vote-without-log-check") => mast_raft::Mutant::VoteWithoutLogCheck,
                 Some("read-index-without-quorum") => mast_raft::Mutant::ReadIndexWithoutQuorum,
                 Some("count-undurable-self") => mast_raft::Mutant::CountUndurableSelf,
+                Some("persist-on-hand-off") => mast_raft::Mutant::PersistOnHandOff,
                 _ => mast_raft::Mutant::None,
             };
         }
@@ -255,11 +288,14 @@ impl Sim {
 
     fn add_node(&mut self, id: u64, storage: MemStorage) {
         let snapshot_every = self.rng.gen_range(8..60);
+        let pipelined = self.rng.gen_bool(0.5);
         let mut node = Node {
             raw: None,
+            durable: storage.clone(),
             down_storage: Some(storage),
             restart_at: 0,
-            pending: None,
+            pending: VecDeque::new(),
+            pipelined,
             sm: Sm::default(),
             read_states: Vec::new(),
             reads: Vec::new(),
@@ -272,6 +308,7 @@ impl Sim {
 
     fn boot(base: &Config, seed: u64, node: &mut Node, id: u64) -> SimResult<()> {
         let storage = node.down_storage.take().ok_or("boot without storage")?;
+        node.durable = storage.clone();
         let snap = storage.snapshot().map_err(|e| e.to_string())?;
         node.sm = Sm::decode(&snap.data, snap.meta.index);
         let mut cfg = base.clone();
@@ -282,7 +319,7 @@ impl Sim {
         node.raw = Some(raw);
         node.read_states.clear();
         node.reads.clear();
-        node.pending = None;
+        node.pending.clear();
         Ok(())
     }
 
@@ -290,10 +327,12 @@ impl Sim {
         let Some(node) = self.nodes.get_mut(&id) else {
             return;
         };
-        let Some(raw) = node.raw.take() else { return };
-        // Whatever the pending Ready had not yet written is lost.
-        node.pending = None;
-        node.down_storage = Some(raw.into_storage());
+        if node.raw.take().is_none() {
+            return;
+        }
+        // Whatever was not yet durable is lost.
+        node.pending.clear();
+        node.down_storage = Some(node.durable.clone());
         node.restart_at = self.now + self.rng.gen_range(1..200);
         self.log(|| format!("crash {id}"));
     }
@@ -345,7 +384,12 @@ impl Sim {
             let Some(raw) = node.raw.as_mut() else {
                 continue;
             };
-            if node.pending.is_some() || !raw.has_ready() {
+            let busy = match node.pending.back() {
+                None => false,
+                Some(Pending::HandedOff { .. }) => !node.pipelined,
+                Some(Pending::Whole { .. }) => true,
+            };
+            if busy || !raw.has_ready() {
                 continue;
             }
             let mut rd = raw.ready();
@@ -379,7 +423,65 @@ impl Sim {
             }
             self.send(msgs);
             let at = self.now + persist_delay;
-            self.nodes.get_mut(&id).ok_or("node vanished")?.pending = Some((rd, at));
+            let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
+            let raw = node.raw.as_mut().ok_or("no raw node")?;
+            let pending = if node.pipelined && rd.snapshot.is_none() {
+                let st = raw.storage_mut();
+                st.append(&rd.entries).map_err(|e| format!("append: {e}"))?;
+                if let Some(hs) = rd.hard_state {
+                    st.set_hard_state(hs);
+                }
+                let entries = std::mem::take(&mut rd.entries);
+                let hard_state = rd.hard_state.take();
+                let persisted_messages = std::mem::take(&mut rd.persisted_messages);
+                let committed_entries = std::mem::take(&mut rd.committed_entries);
+                let read_states = std::mem::take(&mut rd.read_states);
+                let unpersisted = raw.advance_unpersisted(rd);
+                Pending::HandedOff {
+                    at,
+                    unpersisted,
+                    entries,
+                    hard_state,
+                    persisted_messages,
+                    committed_entries,
+                    read_states,
+                }
+            } else {
+                Pending::Whole {
+                    rd: Box::new(rd),
+                    at,
+                }
+            };
+            node.pending.push_back(pending);
+        }
+        Ok(())
+    }
+
+    fn check_entries_seen(&mut self, entries: &[mast_raft::Entry]) -> SimResult<()> {
+        for e in entries {
+            let h = mix(0, e.index, e.term, &e.data);
+            if let Some(&old) = self.entries_seen.get(&(e.index, e.term)) {
+                if old != h {
+                    return Err(self.fail(format!(
+                        "log matching: two different entries at index {} term {}",
+                        e.index, e.term
+                    )));
+                }
+            } else {
+                self.entries_seen.insert((e.index, e.term), h);
+            }
+        }
+        Ok(())
+    }
+
+    fn take_read_states(&mut self, id: u64, states: Vec<mast_raft::ReadState>) -> SimResult<()> {
+        let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
+        for rs in states {
+            let mut ctx = [0u8; 8];
+            if rs.request_ctx.len() == 8 {
+                ctx.copy_from_slice(&rs.request_ctx);
+                node.read_states.push((u64::from_le_bytes(ctx), rs.index));
+            }
         }
         Ok(())
     }
@@ -387,14 +489,49 @@ impl Sim {
     fn persist_due(&mut self) -> SimResult<()> {
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         for id in ids {
-            let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
-            let due = matches!(&node.pending, Some((_, at)) if *at <= self.now);
-            if !due || node.raw.is_none() {
-                continue;
+            loop {
+                let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
+                let due = node.pending.front().is_some_and(|p| p.at() <= self.now);
+                if !due || node.raw.is_none() {
+                    break;
+                }
+                match node.pending.pop_front().ok_or("no pending ready")? {
+                    Pending::Whole { rd, .. } => self.persist_whole(id, *rd)?,
+                    Pending::HandedOff {
+                        unpersisted,
+                        entries,
+                        hard_state,
+                        persisted_messages,
+                        committed_entries,
+                        read_states,
+                        ..
+                    } => {
+                        node.durable
+                            .append(&entries)
+                            .map_err(|e| format!("durable append: {e}"))?;
+                        if let Some(hs) = hard_state {
+                            node.durable.set_hard_state(hs);
+                        }
+                        self.check_entries_seen(&entries)?;
+                        self.send(persisted_messages);
+                        self.apply_entries(id, &committed_entries)?;
+                        self.take_read_states(id, read_states)?;
+                        let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
+                        let raw = node.raw.as_mut().ok_or("no raw node")?;
+                        raw.on_persisted(unpersisted);
+                        self.maybe_snapshot(id)?;
+                        self.serve_reads(id)?;
+                    }
+                }
             }
-            let (mut rd, _) = node.pending.take().ok_or("no pending ready")?;
-            let raw = node.raw.as_mut().ok_or("no raw node")?;
-            let st = raw.storage_mut();
+        }
+        Ok(())
+    }
+
+    fn persist_whole(&mut self, id: u64, mut rd: Ready) -> SimResult<()> {
+        let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
+        let raw = node.raw.as_mut().ok_or("no raw node")?;
+        for st in [raw.storage_mut(), &mut node.durable] {
             if let Some(s) = &rd.snapshot {
                 st.apply_snapshot(s.clone())
                     .map_err(|e| format!("apply_snapshot: {e}"))?;
@@ -403,45 +540,28 @@ impl Sim {
             if let Some(hs) = rd.hard_state {
                 st.set_hard_state(hs);
             }
-            for e in &rd.entries {
-                let h = mix(0, e.index, e.term, &e.data);
-                if let Some(&old) = self.entries_seen.get(&(e.index, e.term)) {
-                    if old != h {
-                        return Err(self.fail(format!(
-                            "log matching: two different entries at index {} term {}",
-                            e.index, e.term
-                        )));
-                    }
-                } else {
-                    self.entries_seen.insert((e.index, e.term), h);
-                }
-            }
-            let after = std::mem::take(&mut rd.persisted_messages);
-            self.send(after);
-            if let Some(s) = &rd.snapshot {
-                let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
-                let sm = Sm::decode(&s.data, s.meta.index);
-                if sm.index > node.sm.index {
-                    node.sm = sm;
-                }
-                let sm = node.sm;
-                self.check_applied(id, sm.index, s.meta.term, sm.chain)?;
-            }
-            let ents = std::mem::take(&mut rd.committed_entries);
-            self.apply_entries(id, &ents)?;
-            let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
-            for rs in rd.read_states.drain(..) {
-                let mut ctx = [0u8; 8];
-                if rs.request_ctx.len() == 8 {
-                    ctx.copy_from_slice(&rs.request_ctx);
-                    node.read_states.push((u64::from_le_bytes(ctx), rs.index));
-                }
-            }
-            let raw = node.raw.as_mut().ok_or("no raw node")?;
-            raw.advance(rd);
-            self.maybe_snapshot(id)?;
-            self.serve_reads(id)?;
         }
+        self.check_entries_seen(&rd.entries)?;
+        let after = std::mem::take(&mut rd.persisted_messages);
+        self.send(after);
+        if let Some(s) = &rd.snapshot {
+            let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
+            let sm = Sm::decode(&s.data, s.meta.index);
+            if sm.index > node.sm.index {
+                node.sm = sm;
+            }
+            let sm = node.sm;
+            self.check_applied(id, sm.index, s.meta.term, sm.chain)?;
+        }
+        let ents = std::mem::take(&mut rd.committed_entries);
+        self.apply_entries(id, &ents)?;
+        let states = std::mem::take(&mut rd.read_states);
+        self.take_read_states(id, states)?;
+        let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
+        let raw = node.raw.as_mut().ok_or("no raw node")?;
+        raw.advance(rd);
+        self.maybe_snapshot(id)?;
+        self.serve_reads(id)?;
         Ok(())
     }
 
@@ -519,11 +639,20 @@ impl Sim {
             return Ok(());
         }
         let conf = raw.applied_conf_state().clone();
-        let st = raw.storage_mut();
-        st.create_snapshot(sm.index, conf, sm.encode())
-            .map_err(|e| format!("create_snapshot: {e}"))?;
-        st.compact(sm.index.saturating_sub(keep))
-            .map_err(|e| format!("compact: {e}"))?;
+        // A snapshot is durable at once, like the server's. Applied entries are durable
+        // too, except under the apply-before-durable driver bug: then the disk keeps its
+        // older snapshot and log.
+        let on_disk = node.durable.last_index().is_ok_and(|last| last >= sm.index);
+        let mut stores = vec![raw.storage_mut()];
+        if on_disk {
+            stores.push(&mut node.durable);
+        }
+        for st in stores {
+            st.create_snapshot(sm.index, conf.clone(), sm.encode())
+                .map_err(|e| format!("create_snapshot: {e}"))?;
+            st.compact(sm.index.saturating_sub(keep))
+                .map_err(|e| format!("compact: {e}"))?;
+        }
         Ok(())
     }
 
@@ -1150,11 +1279,16 @@ fn sim() {
 #[test]
 fn planted() {
     let max_seeds = env_u64("MAST_SIM_PLANTED_SEEDS").unwrap_or(1000);
-    let cases: [(&str, DriverBug, Option<&str>); 5] = [
+    let cases: [(&str, DriverBug, Option<&str>); 6] = [
         (
             "count-undurable-self",
             DriverBug::None,
             Some("count-undurable-self"),
+        ),
+        (
+            "persist-on-hand-off",
+            DriverBug::None,
+            Some("persist-on-hand-off"),
         ),
         (
             "commit-prior-term",
