@@ -355,8 +355,12 @@ pub struct Group {
     members: RefCell<BTreeMap<u64, MemberAddrs>>,
     kick: flume::Sender<()>,
     kicked: flume::Receiver<()>,
-    /// Readys handed to the log but not yet durable, oldest first (see `driver`).
+    /// Readys handed to the log and not yet picked up by the completer, oldest first.
     in_flight: RefCell<VecDeque<InFlight>>,
+    /// Readys handed off and not yet finished: those in `in_flight` plus the one the
+    /// completer may be waiting on. The driver's bound and drain count these, not the queue,
+    /// so "everything before is finished" really means finished.
+    unfinished: Cell<usize>,
     /// Wakes the completer when `in_flight` gains an element.
     in_flight_added: (flume::Sender<()>, flume::Receiver<()>),
     /// Wakes the driver when the completer finished one.
@@ -525,6 +529,7 @@ impl Group {
             kick,
             kicked,
             in_flight: RefCell::new(VecDeque::new()),
+            unfinished: Cell::new(0),
             in_flight_added: flume::bounded(1),
             in_flight_done: flume::bounded(1),
             opts,
@@ -677,20 +682,22 @@ impl Group {
                 if !self.node.borrow().has_ready() {
                     break;
                 }
-                while self.in_flight.borrow().len() >= IN_FLIGHT_READIES_MAX {
-                    let _ = self.in_flight_done.1.recv_async().await;
-                }
+                self.wait_unfinished_below(IN_FLIGHT_READIES_MAX).await;
                 let rd = self.node.borrow_mut().ready();
                 if self.can_hand_off(&rd) {
                     self.hand_off(rd);
                 } else {
-                    while !self.in_flight.borrow().is_empty() {
-                        let _ = self.in_flight_done.1.recv_async().await;
-                    }
+                    self.wait_unfinished_below(1).await;
                     self.handle_ready(rd).await;
                     self.maybe_snapshot();
                 }
             }
+        }
+    }
+
+    async fn wait_unfinished_below(&self, n: usize) {
+        while self.unfinished.get() >= n {
+            let _ = self.in_flight_done.1.recv_async().await;
         }
     }
 
@@ -711,6 +718,7 @@ impl Group {
         let committed_entries = std::mem::take(&mut rd.committed_entries);
         let read_states = std::mem::take(&mut rd.read_states);
         let unpersisted = self.node.borrow_mut().advance_unpersisted(rd);
+        self.unfinished.set(self.unfinished.get() + 1);
         self.in_flight.borrow_mut().push_back(InFlight {
             durable,
             unpersisted,
@@ -742,6 +750,7 @@ impl Group {
             self.apply(f.committed_entries);
             self.complete_read_states(f.read_states);
             self.maybe_snapshot();
+            self.unfinished.set(self.unfinished.get() - 1);
             let _ = self.in_flight_done.0.try_send(());
         }
     }
