@@ -151,8 +151,8 @@ async fn metrics(me: Rc<Shard>) -> Response {
         "mast_uptime_seconds {}",
         me.node.started.elapsed().as_secs()
     );
-    type Gauge = fn(&ShardFacts) -> u64;
-    let per_shard: [(&str, &str, &str, Gauge); 4] = [
+    type Get = fn(&ShardFacts) -> u64;
+    let per_shard: [(&str, &str, &str, Get); 15] = [
         (
             "mast_shard_http_connections_active",
             "gauge",
@@ -177,6 +177,70 @@ async fn metrics(me: Rc<Shard>) -> Response {
             "Cross-shard jobs refused because the shard's queue was full.",
             |f| f.xshard_rejected_full_total,
         ),
+        (
+            "mast_raft_leader",
+            "gauge",
+            "Node id of the shard's leader as this node sees it (0: none).",
+            |f| f.raft.leader,
+        ),
+        (
+            "mast_raft_is_leader",
+            "gauge",
+            "1 when this node leads the shard.",
+            |f| u64::from(f.raft.role == "leader"),
+        ),
+        ("mast_raft_term", "gauge", "Current raft term.", |f| {
+            f.raft.term
+        }),
+        (
+            "mast_raft_commit_index",
+            "gauge",
+            "Highest index known committed.",
+            |f| f.raft.commit,
+        ),
+        (
+            "mast_raft_applied_index",
+            "gauge",
+            "Highest index applied to the state machine.",
+            |f| f.raft.applied,
+        ),
+        (
+            "mast_raft_last_index",
+            "gauge",
+            "Last index in the log.",
+            |f| f.raft.last_index,
+        ),
+        (
+            "mast_raft_snapshot_index",
+            "gauge",
+            "Index of the latest snapshot.",
+            |f| f.raft.snapshot_index,
+        ),
+        (
+            "mast_log_batches_total",
+            "counter",
+            "Group-commit batches written to the raft log (one write each, plus an fdatasync \
+             unless the log writes O_DSYNC).",
+            |f| f.raft.log_batches,
+        ),
+        (
+            "mast_log_entries_total",
+            "counter",
+            "Entries written in those batches; divided by batches, the mean batch size.",
+            |f| f.raft.log_entries,
+        ),
+        (
+            "mast_log_bytes_total",
+            "counter",
+            "Bytes written in those batches, padding included.",
+            |f| f.raft.log_bytes,
+        ),
+        (
+            "mast_log_syncs_total",
+            "counter",
+            "Points where a batch became durable (fdatasync calls or O_DSYNC writes).",
+            |f| f.raft.log_syncs,
+        ),
     ];
     for (name, kind, help, get) in per_shard {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -185,80 +249,12 @@ async fn metrics(me: Rc<Shard>) -> Response {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", f.shard, get(f));
         }
     }
-    render_raft(&shards, &mut out);
+    render_follower_lag(&shards, &mut out);
     http.render_prometheus(&mut out);
     Response::bytes(200, "text/plain; version=0.0.4; charset=utf-8", out.into())
 }
 
-fn render_raft(shards: &[ShardFacts], out: &mut String) {
-    type Get = fn(&GroupStatus) -> u64;
-    let gauges: [(&str, &str, Get); 7] = [
-        (
-            "mast_raft_leader",
-            "Node id of the shard's leader as this node sees it (0: none).",
-            |r| r.leader,
-        ),
-        (
-            "mast_raft_is_leader",
-            "1 when this node leads the shard.",
-            |r| u64::from(r.role == "leader"),
-        ),
-        ("mast_raft_term", "Current raft term.", |r| r.term),
-        (
-            "mast_raft_commit_index",
-            "Highest index known committed.",
-            |r| r.commit,
-        ),
-        (
-            "mast_raft_applied_index",
-            "Highest index applied to the state machine.",
-            |r| r.applied,
-        ),
-        ("mast_raft_last_index", "Last index in the log.", |r| {
-            r.last_index
-        }),
-        (
-            "mast_raft_snapshot_index",
-            "Index of the latest snapshot.",
-            |r| r.snapshot_index,
-        ),
-    ];
-    for (name, help, get) in gauges {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} gauge");
-        for f in shards {
-            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", f.shard, get(&f.raft));
-        }
-    }
-    let counters: [(&str, &str, Get); 4] = [
-        (
-            "mast_log_batches_total",
-            "Group-commit batches written to the raft log (one write + one fdatasync each).",
-            |r| r.log_batches,
-        ),
-        (
-            "mast_log_entries_total",
-            "Entries written in those batches; divided by batches, the mean batch size.",
-            |r| r.log_entries,
-        ),
-        (
-            "mast_log_bytes_total",
-            "Bytes written in those batches, padding included.",
-            |r| r.log_bytes,
-        ),
-        (
-            "mast_log_syncs_total",
-            "fdatasync calls made for batches.",
-            |r| r.log_syncs,
-        ),
-    ];
-    for (name, help, get) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} counter");
-        for f in shards {
-            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", f.shard, get(&f.raft));
-        }
-    }
+fn render_follower_lag(shards: &[ShardFacts], out: &mut String) {
     let name = "mast_raft_follower_lag_entries";
     let _ = writeln!(
         out,

@@ -63,7 +63,8 @@ pub struct ServerArgs {
     #[arg(long)]
     pub follower_read: bool,
     /// Applied entries between state machine snapshots (and log compactions), at least the
-    /// number of keys at the last snapshot, so a large state is not re-serialized too often. Default 50000.
+    /// number of keys at the last snapshot, so a large state is not re-serialized too often.
+    /// Default 50000.
     #[arg(long)]
     pub snapshot_every_entries: Option<u64>,
     /// How the raft log writes: "direct" (O_DIRECT | O_DSYNC: one write per batch, durable

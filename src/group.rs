@@ -51,9 +51,9 @@ pub struct GroupOptions {
     /// How long a client waits for its write or read before hearing "unknown outcome".
     pub request_timeout_ms: u64,
     /// Applied entries between state machine snapshots, or the number of keys in the last
-    /// snapshot if that is larger (then the log is compacted; the log keeps `log.retained_tail_entries` below the
-    /// snapshot so a slightly lagging follower catches up from the log instead of needing
-    /// the snapshot).
+    /// snapshot if that is larger (then the log is compacted; the log keeps
+    /// `log.retained_tail_entries` below the snapshot so a slightly lagging follower catches
+    /// up from the log instead of needing the snapshot).
     pub snapshot_every_entries: u64,
     /// Applied entry bytes between snapshots, whichever of the two comes first.
     pub snapshot_every_bytes: u64,
@@ -299,7 +299,8 @@ pub struct GroupStatus {
     pub learners: Vec<u64>,
     pub keys: usize,
     pub progress: Vec<ProgressView>,
-    /// Group-commit batches the log wrote (one write + one fdatasync each).
+    /// The log's [`mast_log::LogStats`]: batches (one write each, plus an fdatasync unless
+    /// O_DSYNC), entries and bytes in them, and the points where a batch became durable.
     pub log_batches: u64,
     pub log_entries: u64,
     pub log_bytes: u64,

@@ -145,10 +145,6 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     // Direct writes are O_DSYNC too: one write per batch, durable when it completes.
     group_options.log.direct_io = direct;
     group_options.log.write_through = direct;
-    info!(
-        log_io = if direct { "direct" } else { "buffered" },
-        "raft log write mode"
-    );
     let node = Arc::new(NodeInfo {
         id: config.id,
         http_addr: config.http_addr,
@@ -168,7 +164,7 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     let shutdown = ShutdownSignal::new();
     let (events_tx, events) = mpsc::channel::<Event>();
     let cpus = allowed_cpus();
-    info!(node = config.id, shards = config.shards, http = %config.http_addr, data_dir = %config.data_dir.display(), "starting mast");
+    info!(node = config.id, shards = config.shards, http = %config.http_addr, data_dir = %config.data_dir.display(), log_io = node.log_io(), "starting mast");
 
     let mut threads = Vec::with_capacity(config.shards);
     for shard in 0..config.shards {

@@ -87,6 +87,20 @@ fn keep_alive_serves_many_requests_on_one_connection() {
         assert_eq!(revision(&r), rev);
         assert!(!r.closes());
     }
+    // Every acknowledged PUT went through the log, and every batch was made durable once.
+    let metrics = srv.request("GET", "/metrics", b"").text();
+    let sum = |name: &str| -> u64 {
+        (0..SHARDS)
+            .map(|s| metric(&metrics, &format!("{name}{{shard=\"{s}\"}}")).unwrap_or(0))
+            .sum()
+    };
+    let (entries, batches) = (sum("mast_log_entries_total"), sum("mast_log_batches_total"));
+    assert!(entries >= 40, "log entries {entries} < 40 PUTs:\n{metrics}");
+    assert!(
+        (1..=entries).contains(&batches),
+        "log batches {batches}:\n{metrics}"
+    );
+    assert_eq!(sum("mast_log_syncs_total"), batches, "{metrics}");
     // `Connection: close` is honoured, and a request pipelined after it never runs.
     let mut bytes = request_bytes("GET", "/healthz", &["Connection: close"], b"");
     bytes.extend_from_slice(&put("/kv/after-close", b"x"));

@@ -488,7 +488,7 @@ impl Log {
     pub fn append(&self, entries: &[EntryRecord]) -> Result<Durable> {
         self.check_usable()?;
         let Some(first) = entries.first() else {
-            return Ok(Durable { sh: None, seq: 0 });
+            return Ok(Durable::done());
         };
         let sh = &self.sh;
         let opts = &sh.opts;
@@ -563,7 +563,7 @@ impl Log {
         let sh = &self.sh;
         let st = sh.st.borrow_mut();
         if from_index > st.last_index {
-            return Ok(Durable { sh: None, seq: 0 });
+            return Ok(Durable::done());
         }
         if from_index < st.first_index {
             return Err(Error::InvalidArgument(format!(
