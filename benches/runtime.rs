@@ -9,8 +9,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use mast::kv::{Command, Cond, KvState, Proposal};
-use mast::runtime::{run_on_runtime, Mesh};
+use mast::meta::kv::{Command, Cond, KvState};
+use mast::meta::MetaCommand;
+use mast::node::runtime::{run_on_runtime, Mesh};
+use mast::replica::Envelope;
 use mast_http::{HttpMetrics, Limits, Method, Request, Response, Router, ShutdownSignal};
 
 struct Ctx;
@@ -122,19 +124,24 @@ fn kv(c: &mut Criterion) {
             })
         },
     );
-    let entry = Proposal {
+    let entry = Envelope {
         proposer: 1,
         boot: 7,
         request_id: 42,
-        command: Command::Put {
+    }
+    .encode(
+        &MetaCommand::Kv(Command::Put {
             key: "some/key".into(),
             value: value.clone(),
             cond: Cond::RevisionIs(9),
-        },
-    }
-    .encode();
+        })
+        .encode(),
+    );
     c.bench_function("kv/decode a 256 B put entry (validated)", |b| {
-        b.iter(|| Proposal::decode(&entry).unwrap())
+        b.iter(|| {
+            let (_, cmd) = Envelope::decode(&entry).unwrap();
+            MetaCommand::decode(cmd).unwrap()
+        })
     });
 }
 

@@ -3,9 +3,11 @@
 # replaces): same pinned CPUs, same disk, alternating rounds (A B A B ...), medians and ratios
 # written as markdown into perf/results/<date>-<scenario>.md.
 #
-# Usage: perf/compare.sh [healthz|put-1|put-3|get-1|all]...   (default: healthz)
+# Usage: perf/compare.sh [healthz|put-1|put-3|get-1|tso-1|tso-batch|ids-1|ids-batch|all]...
+#   (default: healthz; all = healthz put-1 put-3 get-1)
 # Knobs (environment): ROUNDS=5 DURATION=10s WARMUP=2s CONNS=64 SERVER_CPU=0 CLIENT_CPU=1
-#   VALUE_SIZE=64 KEYS=10000 MAST_BIN=<path> LOAD_BIN=<path> CARGO_TARGET_DIR=<dir>
+#   VALUE_SIZE=64 KEYS=10000 BATCH=1000 (count of tso-batch / ids-batch)
+#   MAST_BIN=<path> LOAD_BIN=<path> CARGO_TARGET_DIR=<dir>
 #   SKIP_BUILD=1 (use existing binaries)  SKIP_INSTALL=1 (do not apt-get)
 # Everything it starts, it stops by PID (also on error or Ctrl-C).
 set -euo pipefail
@@ -20,6 +22,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 VALUE_SIZE=${VALUE_SIZE:-64}
 KEYS=${KEYS:-10000}
+BATCH=${BATCH:-1000}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 MAST_RUN=""
 LOAD_START=""
@@ -103,6 +106,17 @@ http {
     server {
         listen 127.0.0.1:$port;
         location / { return 200 "ok\n"; }
+        # Fixed replies in the shape of mast's /tso and /ids: the count echoed, the first value
+        # growing with the connection's request number so the client's order check passes
+        # (n * 10^6 leaves room for any count up to 10^6).
+        location = /tso {
+            default_type application/json;
+            return 200 '{"timestamp":\${connection_requests}000000,"count":\$arg_count}';
+        }
+        location = /ids {
+            default_type application/json;
+            return 200 '{"id":\${connection_requests}000000,"count":\$arg_count}';
+        }
     }
 }
 EOF
@@ -454,6 +468,32 @@ scenario_get() {
         "Goal: mast ≥ 0.9 × nginx's rate on the same core."
 }
 
+scenario_batch() {
+    # tso-1 / tso-batch / ids-1 / ids-batch: POST /tso|/ids?count=N on one mast node (group 0
+    # leader, 1 shard) vs nginx answering the same requests with a fixed JSON reply of the same
+    # shape (the HTTP ceiling of the core). Values per second = ops/s × N (a reply with another
+    # count is an error).
+    local kind=$1 count=$2 name=$3
+    ROWS="$RUN_DIR/$name.rows"
+    : >"$ROWS"
+    local r sys unit=timestamps
+    [ "$kind" = ids ] && unit=ids
+    for r in $(seq 1 "$ROUNDS"); do
+        for sys in mast nginx; do
+            # shellcheck disable=SC2046
+            attempt "count=$count" "$sys" 1 load "$name-$sys-r$r" $(targets "$sys" 1) \
+                --workload "$kind" --count "$count"
+        done
+    done
+    local items
+    items=$(python3 -c 'import sys,statistics
+v=[float(l.split()[2]) for l in open(sys.argv[1]) if l.split()[1]=="mast"]
+print(f"{statistics.median(v) * int(sys.argv[2]):.0f}")' "$ROWS" "$count")
+    copy_plots "$name" "$name-mast-r$ROUNDS" "$name-nginx-r$ROUNDS"
+    write_result "$name" "POST /$kind?count=$count, 1 node: mast vs nginx (fixed reply)" "$ROWS" \
+        "Each successful request hands out $count $unit (ops/s × $count = $unit/s; mast's median: $items $unit/s; every JSON report in the run dir has \`items.throughput\`). No goal set yet: nginx's fixed reply of the same shape is the ceiling of one core. mast-load checks that each connection's batches increase and carry exactly count=$count."
+}
+
 # --- main --------------------------------------------------------------------------------
 
 main() {
@@ -490,7 +530,11 @@ main() {
             put-1) scenario_put 1 ;;
             put-3) scenario_put 3 ;;
             get-1) scenario_get ;;
-            *) die "unknown scenario $s (healthz, put-1, put-3, get-1, all)" ;;
+            tso-1) scenario_batch tso 1 tso-1 ;;
+            tso-batch) scenario_batch tso "$BATCH" tso-batch ;;
+            ids-1) scenario_batch ids 1 ids-1 ;;
+            ids-batch) scenario_batch ids "$BATCH" ids-batch ;;
+            *) die "unknown scenario $s (healthz, put-1, put-3, get-1, tso-1, tso-batch, ids-1, ids-batch, all)" ;;
         esac
     done
 }

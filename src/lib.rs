@@ -1,13 +1,14 @@
 //! mast: the metadata master of a distributed storage cluster.
-//! See ARCHITECTURE.md for the map of the code.
+//! See ARCHITECTURE.md for the map of the code. The layers, bottom up:
+//! - [`replica`]: one shard's raft replica (driver, log, transport, leader calls), knowing no
+//!   domain: it applies committed commands to a [`replica::StateMachine`];
+//! - [`meta`]: the meta table, that state machine, one module per domain (kv, global, …);
+//! - [`services`]: leader-only services (TSO, ID allocator) on group 0's leader;
+//! - [`node`]: the process: config, runtime, start-up, the shard context, admin endpoints.
 
-pub mod admin;
-pub mod cluster;
-pub mod cluster_api;
 pub mod codec;
-pub mod config;
-pub mod group;
-pub mod kv;
-pub mod kv_api;
-pub mod runtime;
-pub mod server;
+pub mod meta;
+pub mod node;
+pub mod placement;
+pub mod replica;
+pub mod services;

@@ -1,5 +1,5 @@
 use clap::Parser;
-use mast::config::{Cli, Command, ServerConfig};
+use mast::node::config::{Cli, Command, ServerConfig};
 
 fn main() {
     let cli = Cli::parse();
@@ -20,7 +20,7 @@ fn main() {
                     std::process::exit(2);
                 }
             };
-            if let Err(e) = mast::server::run(config) {
+            if let Err(e) = mast::node::server::run(config) {
                 eprintln!("mast: {e}");
                 std::process::exit(1);
             }

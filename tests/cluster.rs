@@ -654,8 +654,8 @@ fn bad_requests_get_the_documented_errors_through_any_node() {
         ClusterOptions::new(NODES, SHARDS),
         "bad_requests_get_the_documented_errors_through_any_node",
     );
-    let key_max = mast::kv_api::KEY_BYTES_MAX;
-    let value_max = mast::kv_api::VALUE_BYTES_MAX;
+    let key_max = mast::meta::kv::api::KEY_BYTES_MAX;
+    let value_max = mast::meta::kv::api::VALUE_BYTES_MAX;
     for id in cluster.node_ids() {
         let mut c = cluster.client(id);
         let long_key = "k".repeat(key_max + 1);

@@ -121,7 +121,7 @@ fn pipelined_requests_are_answered_in_order() {
     let keys: Vec<String> = (0..8).map(|i| format!("pipe-{i}")).collect();
     let owners: std::collections::BTreeSet<usize> = keys
         .iter()
-        .map(|k| mast::kv_api::owner_shard(k, SHARDS as usize))
+        .map(|k| mast::placement::owner_shard(k, SHARDS as usize))
         .collect();
     assert_eq!(
         owners.len(),
@@ -825,7 +825,7 @@ fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_zero() {
         .map(|s| {
             (0..1000)
                 .map(|i| format!("drain-{i}"))
-                .find(|k| mast::kv_api::owner_shard(k, SHARDS as usize) == s)
+                .find(|k| mast::placement::owner_shard(k, SHARDS as usize) == s)
                 .expect("a key for every shard")
         })
         .collect();

@@ -14,9 +14,12 @@ use mast_load::api::{EtcdApi, KvApi, MastApi};
 use mast_load::client::{run, RunConfig, RunResult, TargetMode};
 use mast_load::http::RequestTemplate;
 use mast_load::plot;
-use mast_load::report::{human_us, render_text, summarize, write_hlog};
+use mast_load::report::{human_us, render_text, summarize, write_hlog, ItemsSummary};
 use mast_load::stats::IntervalStats;
-use mast_load::workload::{KeyChoice, KvWorkloadSpec, Mix, TemplateWorkloadSpec, WorkloadFactory};
+use mast_load::workload::{
+    BatchKind, BatchWorkloadSpec, KeyChoice, KvWorkloadSpec, Mix, TemplateWorkloadSpec,
+    WorkloadFactory,
+};
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum WorkloadArg {
@@ -30,6 +33,10 @@ enum WorkloadArg {
     KvMixed,
     /// KV compare-and-swap on few keys (contention).
     KvCas,
+    /// Timestamps: POST /tso?count=N, 200 {"timestamp":T,"count":N}.
+    Tso,
+    /// Unique ids: POST /ids?count=N, 200 {"id":FIRST,"count":N}.
+    Ids,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -99,6 +106,9 @@ struct Args {
     /// Share of requests that go to the hot subset.
     #[arg(long, default_value_t = 0.0)]
     hot_fraction: f64,
+    /// Values per request (tso: 1..=262144, ids: 1..=1000000).
+    #[arg(long, default_value_t = 1)]
+    count: u64,
     /// Share of reads in kv-mixed.
     #[arg(long, default_value_t = 0.9)]
     read_ratio: f64,
@@ -197,7 +207,28 @@ fn resolve(targets: &[String]) -> Result<Vec<SocketAddr>, String> {
     Ok(out)
 }
 
-fn build_workload(args: &Args) -> Result<(Arc<dyn WorkloadFactory>, Option<u64>), String> {
+/// The workload, the key count to preload (if any), and the batch spec of tso / ids.
+type Built = (
+    Arc<dyn WorkloadFactory>,
+    Option<u64>,
+    Option<BatchWorkloadSpec>,
+);
+
+fn build_workload(args: &Args) -> Result<Built, String> {
+    if let WorkloadArg::Tso | WorkloadArg::Ids = args.workload {
+        let spec = BatchWorkloadSpec {
+            kind: if args.workload == WorkloadArg::Tso {
+                BatchKind::Tso
+            } else {
+                BatchKind::Ids
+            },
+            count: args.count,
+            // Each request leaves after the previous reply: batches must increase.
+            check_order: args.pipeline <= 1,
+        };
+        spec.validate()?;
+        return Ok((Arc::new(spec), None, Some(spec)));
+    }
     let keys = match args.keys {
         None => KeyChoice::Distinct,
         Some(keys) => KeyChoice::Set {
@@ -224,7 +255,7 @@ fn build_workload(args: &Args) -> Result<(Arc<dyn WorkloadFactory>, Option<u64>)
             key_prefix: args.key_prefix.clone(),
             seed: args.seed,
         };
-        return Ok((Arc::new(spec), None));
+        return Ok((Arc::new(spec), None, None));
     }
     let api: Arc<dyn KvApi> = match args.api {
         ApiArg::Mast => Arc::new(MastApi),
@@ -237,7 +268,9 @@ fn build_workload(args: &Args) -> Result<(Arc<dyn WorkloadFactory>, Option<u64>)
             read_ratio: args.read_ratio,
         },
         WorkloadArg::KvCas => Mix::Cas,
-        WorkloadArg::Http => unreachable!("handled above"),
+        WorkloadArg::Http | WorkloadArg::Tso | WorkloadArg::Ids => {
+            unreachable!("handled above")
+        }
     };
     let keys = match (args.workload, keys) {
         // Reads of distinct never-written keys measure nothing useful: default to a set.
@@ -267,7 +300,7 @@ fn build_workload(args: &Args) -> Result<(Arc<dyn WorkloadFactory>, Option<u64>)
         seed: args.seed,
     };
     spec.validate()?;
-    Ok((Arc::new(spec), preload))
+    Ok((Arc::new(spec), preload, None))
 }
 
 fn preload(args: &Args, cfg: &RunConfig, keys: u64) -> Result<(), String> {
@@ -305,10 +338,18 @@ fn preload(args: &Args, cfg: &RunConfig, keys: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn progress(iv: &IntervalStats) {
+fn progress(iv: &IntervalStats, batch: Option<&BatchWorkloadSpec>) {
     let phase = if iv.warmup { " (warm-up)" } else { "" };
+    let items = match batch {
+        Some(b) => {
+            let secs = iv.length.as_secs_f64().max(1e-9);
+            let ok = iv.recorder.ops_of(b.kind.op_kind()).ok;
+            format!("  {:>12.0} {}/s", b.items(ok) as f64 / secs, b.kind.unit())
+        }
+        None => String::new(),
+    };
     eprintln!(
-        "[{:>6.1}s] {:>10.0} ops/s  p50 {:>8}  p99 {:>8}  max {:>8}  errors {}{phase}",
+        "[{:>6.1}s] {:>10.0} ops/s{items}  p50 {:>8}  p99 {:>8}  max {:>8}  errors {}{phase}",
         (iv.start + iv.length).as_secs_f64(),
         iv.rate(),
         human_us(iv.recorder.latency.value_at_percentile(50.0) as f64 / 1000.0),
@@ -323,9 +364,12 @@ fn write_outputs(
     label: &str,
     cfg: &RunConfig,
     workload: &str,
+    batch: Option<&BatchWorkloadSpec>,
     result: &RunResult,
 ) -> Result<(), String> {
-    let summary = summarize(cfg, workload, result);
+    let mut summary = summarize(cfg, workload, result);
+    summary.items =
+        batch.map(|b| ItemsSummary::of(result, b.kind.op_kind(), b.kind.unit(), b.count));
     print!("{}", render_text(&summary));
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
@@ -370,7 +414,7 @@ fn write_outputs(
 fn main_inner() -> Result<(), String> {
     let args = Args::parse();
     let targets = resolve(&args.targets)?;
-    let (factory, preload_keys) = build_workload(&args)?;
+    let (factory, preload_keys, batch) = build_workload(&args)?;
     let cfg = RunConfig {
         targets,
         target_mode: match args.target_mode {
@@ -400,11 +444,11 @@ fn main_inner() -> Result<(), String> {
     let quiet = args.quiet;
     let result = run(&cfg, factory, &mut |iv| {
         if !quiet {
-            progress(iv)
+            progress(iv, batch.as_ref())
         }
     })
     .map_err(|e| e.to_string())?;
-    write_outputs(&args, &label, &cfg, &workload, &result)
+    write_outputs(&args, &label, &cfg, &workload, batch.as_ref(), &result)
 }
 
 fn main() -> ExitCode {
@@ -430,5 +474,36 @@ mod tests {
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("100h").is_err());
+    }
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["mast-load", "--target", "127.0.0.1:1"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn batch_workloads_from_flags() {
+        let (factory, preload, batch) =
+            build_workload(&args(&["--workload", "tso", "--count", "1000"])).unwrap();
+        assert_eq!(preload, None);
+        let batch = batch.unwrap();
+        assert_eq!(
+            (batch.kind, batch.count, batch.check_order),
+            (BatchKind::Tso, 1000, true)
+        );
+        assert!(factory.describe().contains("/tso?count=1000"));
+        let (_, _, batch) =
+            build_workload(&args(&["--workload", "ids", "--pipeline", "4"])).unwrap();
+        let batch = batch.unwrap();
+        assert_eq!(
+            (batch.kind, batch.count, batch.check_order),
+            (BatchKind::Ids, 1, false)
+        );
+        assert!(build_workload(&args(&["--workload", "tso", "--count", "0"])).is_err());
+        assert!(build_workload(&args(&["--workload", "tso", "--count", "262145"])).is_err());
+        assert!(build_workload(&args(&["--workload", "ids", "--count", "1000000"])).is_ok());
+        let (_, _, batch) = build_workload(&args(&["--workload", "kv-put"])).unwrap();
+        assert!(batch.is_none());
     }
 }

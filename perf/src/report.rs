@@ -86,6 +86,38 @@ pub struct IntervalSummary {
     pub max_us: f64,
 }
 
+/// What a batch workload (tso, ids) handed out: values, not requests.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ItemsSummary {
+    /// What a value is (`timestamps`, `ids`).
+    pub unit: String,
+    /// Values asked for (and, since a reply with another count is an error, received) per
+    /// successful request.
+    pub per_request: u64,
+    /// Values received in the measured window.
+    pub completed: u64,
+    /// Values received per second.
+    pub throughput: f64,
+}
+
+impl ItemsSummary {
+    /// Values of the successful requests of `kind`, `per_request` each.
+    pub fn of(result: &RunResult, kind: OpKind, unit: &str, per_request: u64) -> Self {
+        let completed = result.total.ops_of(kind).ok.saturating_mul(per_request);
+        let secs = result.elapsed.as_secs_f64();
+        Self {
+            unit: unit.to_string(),
+            per_request,
+            completed,
+            throughput: if secs > 0.0 {
+                completed as f64 / secs
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
 /// The JSON report of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -115,6 +147,9 @@ pub struct Summary {
     pub completed: u64,
     /// Completed operations per second.
     pub throughput: f64,
+    /// Batch workloads: values handed out (e.g. timestamps per second besides requests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<ItemsSummary>,
     /// Errors in the measured window.
     pub error_total: u64,
     /// Errors by kind (non-zero only).
@@ -183,6 +218,7 @@ pub fn summarize(cfg: &RunConfig, workload: &str, result: &RunResult) -> Summary
         elapsed_s: result.elapsed.as_secs_f64(),
         completed: total.completed(),
         throughput: result.throughput(),
+        items: None,
         error_total: total.error_total(),
         errors,
         ops,
@@ -250,6 +286,12 @@ pub fn render_text(s: &Summary) -> String {
         "throughput: {:.1} ops/s ({} completed, {} errors)\n",
         s.throughput, s.completed, s.error_total
     ));
+    if let Some(items) = &s.items {
+        out.push_str(&format!(
+            "{}: {:.1}/s ({} per request, {} in total)\n",
+            items.unit, items.throughput, items.per_request, items.completed
+        ));
+    }
     out.push_str(&format!(
         "latency, from intended send (corrected):  {}\n",
         percentile_line(&s.latency_us)

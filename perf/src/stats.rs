@@ -131,16 +131,22 @@ pub enum OpKind {
     CasRead,
     /// The conditional write of a compare-and-swap.
     CasWrite,
+    /// A batch of timestamps from the timestamp oracle (`POST /tso?count=N`).
+    Tso,
+    /// A batch of unique ids (`POST /ids?count=N`).
+    Ids,
 }
 
 impl OpKind {
     /// Every kind, in reporting order.
-    pub const ALL: [OpKind; 5] = [
+    pub const ALL: [OpKind; 7] = [
         OpKind::Request,
         OpKind::Put,
         OpKind::Get,
         OpKind::CasRead,
         OpKind::CasWrite,
+        OpKind::Tso,
+        OpKind::Ids,
     ];
 
     /// Stable snake_case name.
@@ -151,6 +157,8 @@ impl OpKind {
             OpKind::Get => "get",
             OpKind::CasRead => "cas_read",
             OpKind::CasWrite => "cas_write",
+            OpKind::Tso => "tso",
+            OpKind::Ids => "ids",
         }
     }
 }
@@ -192,7 +200,7 @@ pub struct Recorder {
     /// How late requests left the client relative to their intended time, ns (open loop).
     pub send_lag: Histogram<u64>,
     /// Counts per operation kind, indexed like [`OpKind::ALL`].
-    pub ops: [OpCounts; 5],
+    pub ops: [OpCounts; OpKind::ALL.len()],
     /// Errors per kind, indexed like [`ErrorKind::ALL`].
     pub errors: [u64; 11],
 }
@@ -210,7 +218,7 @@ impl Recorder {
             latency: new_histogram(),
             service: new_histogram(),
             send_lag: new_histogram(),
-            ops: [OpCounts::default(); 5],
+            ops: [OpCounts::default(); OpKind::ALL.len()],
             errors: [0; 11],
         }
     }

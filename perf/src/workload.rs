@@ -1,8 +1,10 @@
 //! Workloads: what each connection sends next and how it judges the answers.
 //!
 //! Every workload implements [`Workload`] (one instance per connection, owned by that
-//! connection's thread) and is built by a [`WorkloadFactory`] shared by all threads. Later
-//! issues add TSO, DDL, volume creation and node heartbeats as more implementations.
+//! connection's thread) and is built by a [`WorkloadFactory`] shared by all threads: KV
+//! ([`KvWorkloadSpec`]), any templated request ([`TemplateWorkloadSpec`]), and batches of
+//! timestamps or ids ([`BatchWorkloadSpec`]). Later issues add DDL, volume creation and node
+//! heartbeats as more implementations.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -295,7 +297,9 @@ impl Workload for KvWorkload {
                 let rev = self.revisions.get(&op.key).copied();
                 api.put(host, &self.key_buf, &self.value, rev, out);
             }
-            OpKind::Put | OpKind::Request => api.put(host, &self.key_buf, &self.value, None, out),
+            OpKind::Put | OpKind::Request | OpKind::Tso | OpKind::Ids => {
+                api.put(host, &self.key_buf, &self.value, None, out)
+            }
         }
         Some(op)
     }
@@ -304,7 +308,9 @@ impl Workload for KvWorkload {
         let api = &self.spec.api;
         match op.kind {
             OpKind::Get => api.get_reply(response).outcome,
-            OpKind::Put | OpKind::Request => api.put_reply(response, false).outcome,
+            OpKind::Put | OpKind::Request | OpKind::Tso | OpKind::Ids => {
+                api.put_reply(response, false).outcome
+            }
             OpKind::CasRead => {
                 let reply = api.get_reply(response);
                 match (reply.outcome, reply.revision) {
@@ -410,6 +416,178 @@ impl Workload for TemplateWorkload {
 
     fn on_response(&mut self, _op: Op, response: &Response<'_>) -> Outcome {
         status_outcome(response.status)
+    }
+}
+
+/// What a [`BatchWorkloadSpec`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchKind {
+    /// `POST /tso?count=N` → `200 {"timestamp":T,"count":N}`: `[T, T+N)` is the caller's.
+    Tso,
+    /// `POST /ids?count=N` → `200 {"id":FIRST,"count":N}`: `[FIRST, FIRST+N)` is the caller's.
+    Ids,
+}
+
+impl BatchKind {
+    /// Request path without the query.
+    pub fn path(self) -> &'static str {
+        match self {
+            BatchKind::Tso => "/tso",
+            BatchKind::Ids => "/ids",
+        }
+    }
+
+    /// Name of the reply's field holding the first value.
+    pub fn field(self) -> &'static str {
+        match self {
+            BatchKind::Tso => "timestamp",
+            BatchKind::Ids => "id",
+        }
+    }
+
+    /// What one unit of `count` is, plural, for reports.
+    pub fn unit(self) -> &'static str {
+        match self {
+            BatchKind::Tso => "timestamps",
+            BatchKind::Ids => "ids",
+        }
+    }
+
+    /// Largest `count` the server accepts (2^18 logical values per millisecond; 1,000,000 ids).
+    pub fn count_max(self) -> u64 {
+        match self {
+            BatchKind::Tso => 1 << 18,
+            BatchKind::Ids => 1_000_000,
+        }
+    }
+
+    /// The operation kind its requests are counted under.
+    pub fn op_kind(self) -> OpKind {
+        match self {
+            BatchKind::Tso => OpKind::Tso,
+            BatchKind::Ids => OpKind::Ids,
+        }
+    }
+}
+
+/// Batches of timestamps or ids: every request asks for `count`; a reply is `Ok` only if it
+/// is a 200 whose JSON body names the first value and exactly `count`. With `check_order`
+/// (sound only without pipelining, where each request leaves after the previous reply came
+/// back), a batch that does not start at or after the end of the connection's previous one is
+/// a `bad_body` too: the server handed out something twice or went backwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchWorkloadSpec {
+    /// Timestamps or ids.
+    pub kind: BatchKind,
+    /// Values per request, `1..=kind.count_max()`.
+    pub count: u64,
+    /// Check that each connection's batches strictly increase.
+    pub check_order: bool,
+}
+
+impl BatchWorkloadSpec {
+    /// Checks the count.
+    pub fn validate(&self) -> Result<(), String> {
+        let max = self.kind.count_max();
+        if self.count == 0 || self.count > max {
+            return Err(format!(
+                "--count must be within 1..={max} for {}",
+                self.kind.unit()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Appends the request for one batch.
+    pub fn render(&self, host: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"POST ");
+        out.extend_from_slice(self.kind.path().as_bytes());
+        out.extend_from_slice(b"?count=");
+        out.extend_from_slice(self.count.to_string().as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        out.extend_from_slice(host.as_bytes());
+        out.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+    }
+
+    /// Reads `(first, count)` from a reply body, `None` if it is not the expected JSON.
+    pub fn parse_reply(&self, body: &[u8]) -> Option<(u64, u64)> {
+        #[derive(serde::Deserialize)]
+        struct Reply {
+            timestamp: Option<u64>,
+            id: Option<u64>,
+            count: Option<u64>,
+        }
+        let r: Reply = serde_json::from_slice(body).ok()?;
+        let first = match self.kind {
+            BatchKind::Tso => r.timestamp?,
+            BatchKind::Ids => r.id?,
+        };
+        Some((first, r.count?))
+    }
+
+    /// Values handed out by `ok` successful requests.
+    pub fn items(&self, ok: u64) -> u64 {
+        ok.saturating_mul(self.count)
+    }
+}
+
+impl WorkloadFactory for BatchWorkloadSpec {
+    fn build(&self, _conn: ConnInfo) -> Box<dyn Workload> {
+        Box::new(BatchWorkload {
+            spec: *self,
+            next_min: 0,
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} count={} (POST {}?count={})",
+            match self.kind {
+                BatchKind::Tso => "tso",
+                BatchKind::Ids => "ids",
+            },
+            self.count,
+            self.kind.path(),
+            self.count
+        )
+    }
+}
+
+struct BatchWorkload {
+    spec: BatchWorkloadSpec,
+    /// End of the connection's last batch: the next one must start at or above it.
+    next_min: u64,
+}
+
+impl Workload for BatchWorkload {
+    fn next_request(&mut self, host: &str, out: &mut Vec<u8>) -> Option<Op> {
+        self.spec.render(host, out);
+        Some(Op {
+            kind: self.spec.kind.op_kind(),
+            key: 0,
+        })
+    }
+
+    fn on_response(&mut self, _op: Op, response: &Response<'_>) -> Outcome {
+        match response.status {
+            200 => {}
+            // Any other success status is not what the API promises.
+            201..=299 => return Outcome::Error(ErrorKind::BadBody),
+            s => return status_outcome(s),
+        }
+        let Some((first, count)) = self.spec.parse_reply(&response.body) else {
+            return Outcome::Error(ErrorKind::BadBody);
+        };
+        if count != self.spec.count {
+            return Outcome::Error(ErrorKind::BadBody);
+        }
+        if self.spec.check_order {
+            if first < self.next_min {
+                return Outcome::Error(ErrorKind::BadBody);
+            }
+            self.next_min = first.saturating_add(count);
+        }
+        Outcome::Ok
     }
 }
 
@@ -557,5 +735,147 @@ mod tests {
         let mut s = spec(Mix::Put, KeyChoice::Distinct);
         s.key_prefix = "a/b".into();
         assert!(s.validate().is_err());
+    }
+
+    fn batch(kind: BatchKind, count: u64, check_order: bool) -> BatchWorkloadSpec {
+        BatchWorkloadSpec {
+            kind,
+            count,
+            check_order,
+        }
+    }
+
+    fn json(status: u16, body: &'static str) -> Response<'static> {
+        Response {
+            status,
+            etag: None,
+            location: None,
+            body: Cow::Borrowed(body.as_bytes()),
+            close: false,
+        }
+    }
+
+    #[test]
+    fn batch_requests_are_rendered() {
+        let mut out = Vec::new();
+        let mut w = batch(BatchKind::Tso, 1000, false).build(conn(0, 1));
+        let op = w.next_request("127.0.0.1:80", &mut out).unwrap();
+        assert_eq!(op.kind, OpKind::Tso);
+        assert_eq!(
+            out,
+            b"POST /tso?count=1000 HTTP/1.1\r\nHost: 127.0.0.1:80\r\nContent-Length: 0\r\n\r\n"
+        );
+        out.clear();
+        let mut w = batch(BatchKind::Ids, 1, false).build(conn(0, 1));
+        assert_eq!(w.next_request("h", &mut out).unwrap().kind, OpKind::Ids);
+        assert_eq!(
+            out,
+            b"POST /ids?count=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"
+        );
+        // Requests parse as HTTP/1.1 with an empty body.
+        let mut headers = [httparse::EMPTY_HEADER; 4];
+        let mut req = httparse::Request::new(&mut headers);
+        assert_eq!(
+            req.parse(&out).unwrap(),
+            httparse::Status::Complete(out.len())
+        );
+        assert_eq!(req.path, Some("/ids?count=1"));
+    }
+
+    #[test]
+    fn batch_replies_are_judged() {
+        let op = Op {
+            kind: OpKind::Tso,
+            key: 0,
+        };
+        let mut w = batch(BatchKind::Tso, 3, false).build(conn(0, 1));
+        let ok = json(200, r#"{"timestamp":446744073709551,"count":3}"#);
+        assert_eq!(w.on_response(op, &ok), Outcome::Ok);
+        // Field order and whitespace do not matter; extra fields are ignored.
+        let ok2 = json(200, r#" { "count" : 3, "timestamp" : 5, "leader": 1 } "#);
+        assert_eq!(w.on_response(op, &ok2), Outcome::Ok);
+        let bad = |body| w_outcome(BatchKind::Tso, 3, json(200, body));
+        assert_eq!(
+            bad(r#"{"timestamp":5,"count":2}"#),
+            Outcome::Error(ErrorKind::BadBody)
+        );
+        assert_eq!(
+            bad(r#"{"id":5,"count":3}"#),
+            Outcome::Error(ErrorKind::BadBody)
+        );
+        assert_eq!(
+            bad(r#"{"timestamp":-5,"count":3}"#),
+            Outcome::Error(ErrorKind::BadBody)
+        );
+        assert_eq!(bad("not json"), Outcome::Error(ErrorKind::BadBody));
+        assert_eq!(bad(""), Outcome::Error(ErrorKind::BadBody));
+        // Any status but 200 is an error.
+        let st = |status| w_outcome(BatchKind::Ids, 1, json(status, r#"{"id":1,"count":1}"#));
+        assert_eq!(st(200), Outcome::Ok);
+        assert_eq!(st(201), Outcome::Error(ErrorKind::BadBody));
+        assert_eq!(st(204), Outcome::Error(ErrorKind::BadBody));
+        assert_eq!(st(400), Outcome::Error(ErrorKind::Status4xx));
+        assert_eq!(st(503), Outcome::Error(ErrorKind::Unavailable));
+        assert_eq!(st(500), Outcome::Error(ErrorKind::Status5xx));
+        assert_eq!(st(307), Outcome::Redirect);
+        // The ids dialect wants "id".
+        assert_eq!(
+            w_outcome(BatchKind::Ids, 1, json(200, r#"{"timestamp":1,"count":1}"#)),
+            Outcome::Error(ErrorKind::BadBody)
+        );
+    }
+
+    fn w_outcome(kind: BatchKind, count: u64, r: Response<'static>) -> Outcome {
+        let op = Op {
+            kind: kind.op_kind(),
+            key: 0,
+        };
+        batch(kind, count, false)
+            .build(conn(0, 1))
+            .on_response(op, &r)
+    }
+
+    #[test]
+    fn batch_order_check_catches_reissue() {
+        let op = Op {
+            kind: OpKind::Ids,
+            key: 0,
+        };
+        let mut w = batch(BatchKind::Ids, 10, true).build(conn(0, 1));
+        assert_eq!(
+            w.on_response(op, &json(200, r#"{"id":1000,"count":10}"#)),
+            Outcome::Ok
+        );
+        assert_eq!(
+            w.on_response(op, &json(200, r#"{"id":1010,"count":10}"#)),
+            Outcome::Ok
+        );
+        // Overlaps the previous batch.
+        assert_eq!(
+            w.on_response(op, &json(200, r#"{"id":1015,"count":10}"#)),
+            Outcome::Error(ErrorKind::BadBody)
+        );
+        // Without the check (pipelining), the same replies pass.
+        let mut w = batch(BatchKind::Ids, 10, false).build(conn(0, 1));
+        assert_eq!(
+            w.on_response(op, &json(200, r#"{"id":1010,"count":10}"#)),
+            Outcome::Ok
+        );
+        assert_eq!(
+            w.on_response(op, &json(200, r#"{"id":1000,"count":10}"#)),
+            Outcome::Ok
+        );
+    }
+
+    #[test]
+    fn batch_counts_are_validated() {
+        assert!(batch(BatchKind::Tso, 0, false).validate().is_err());
+        assert!(batch(BatchKind::Tso, 1, false).validate().is_ok());
+        assert!(batch(BatchKind::Tso, 262_144, false).validate().is_ok());
+        assert!(batch(BatchKind::Tso, 262_145, false).validate().is_err());
+        assert!(batch(BatchKind::Ids, 1_000_000, false).validate().is_ok());
+        assert!(batch(BatchKind::Ids, 1_000_001, false).validate().is_err());
+        assert_eq!(batch(BatchKind::Tso, 1000, false).items(7), 7000);
+        assert_eq!(BatchKind::Tso.unit(), "timestamps");
     }
 }

@@ -4,17 +4,18 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mast_load::client::{run, RunConfig, RunResult, TargetMode};
 use mast_load::http::{RequestTemplate, Response};
-use mast_load::report::{summarize, write_hlog};
+use mast_load::report::{render_text, summarize, write_hlog, ItemsSummary};
 use mast_load::stats::{ErrorKind, OpKind, Outcome};
 use mast_load::workload::{
-    ConnInfo, KeyChoice, Op, TemplateWorkloadSpec, Workload, WorkloadFactory,
+    BatchKind, BatchWorkloadSpec, ConnInfo, KeyChoice, Op, TemplateWorkloadSpec, Workload,
+    WorkloadFactory,
 };
 
 /// Most requests one test server connection handles before it stops.
@@ -46,6 +47,38 @@ enum Behavior {
     Redirect(SocketAddr),
     /// 503.
     Unavailable,
+    /// A fake timestamp oracle / id allocator: `POST /tso?count=N` → `{"timestamp":T,"count":N}`,
+    /// `POST /ids?count=N` → `{"id":FIRST,"count":N}` from one increasing counter (400 for a
+    /// bad count); with `wrong_count`, replies claim one value more than asked.
+    Allocator { wrong_count: bool },
+}
+
+/// The fake allocator's counter (shared by every test server: only ever increases).
+static ALLOCATOR_NEXT: AtomicU64 = AtomicU64::new(1_000);
+
+fn allocator_response(req: &SeenRequest, wrong_count: bool) -> Vec<u8> {
+    let path = path_of(req);
+    let parsed = path.split_once("?count=").and_then(|(p, n)| {
+        let field = match p {
+            "/tso" => "timestamp",
+            "/ids" => "id",
+            _ => return None,
+        };
+        Some((
+            field,
+            n.parse::<u64>()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))?,
+        ))
+    });
+    match parsed {
+        Some((field, n)) if req.head.starts_with("POST ") => {
+            let first = ALLOCATOR_NEXT.fetch_add(n, Ordering::SeqCst);
+            let count = n + u64::from(wrong_count);
+            ok_response(&format!("{{\"{field}\":{first},\"count\":{count}}}"))
+        }
+        _ => b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".to_vec(),
+    }
 }
 
 struct TestServer {
@@ -197,6 +230,7 @@ fn serve(
                     path_of(&req)
                 )
                 .into_bytes(),
+                Behavior::Allocator { wrong_count } => allocator_response(&req, wrong_count),
                 Behavior::Unavailable => {
                     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n".to_vec()
                 }
@@ -577,4 +611,89 @@ fn outputs_round_trip() {
             );
         }
     }
+}
+
+fn batch(kind: BatchKind, count: u64, check_order: bool) -> BatchWorkloadSpec {
+    BatchWorkloadSpec {
+        kind,
+        count,
+        check_order,
+    }
+}
+
+#[test]
+fn tso_batches_count_timestamps() {
+    let server = TestServer::start(Behavior::Allocator { wrong_count: false });
+    let cfg = RunConfig {
+        requests_max: Some(50),
+        ..config(vec![server.addr])
+    };
+    let spec = batch(BatchKind::Tso, 1000, true);
+    let r = run_ok(&cfg, Arc::new(spec));
+    assert_eq!(r.total.ops_of(OpKind::Tso).ok, 50);
+    assert_eq!(r.total.error_total(), 0);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 50);
+    for req in &seen {
+        assert!(
+            req.head.starts_with("POST /tso?count=1000 HTTP/1.1\r\n"),
+            "{}",
+            req.head
+        );
+        assert!(req.body.is_empty());
+    }
+    let mut summary = summarize(&cfg, &spec.describe(), &r);
+    summary.items = Some(ItemsSummary::of(&r, OpKind::Tso, "timestamps", 1000));
+    let items = summary.items.as_ref().unwrap();
+    assert_eq!(items.completed, 50_000);
+    assert!((items.throughput - 1000.0 * summary.throughput).abs() < 1e-6 * items.throughput);
+    let json: serde_json::Value = serde_json::to_value(&summary).unwrap();
+    assert_eq!(json["items"]["unit"], "timestamps");
+    assert_eq!(json["items"]["completed"].as_u64(), Some(50_000));
+    assert!(render_text(&summary).contains("timestamps: "));
+}
+
+#[test]
+fn ids_batches_pipelined() {
+    let server = TestServer::start(Behavior::Allocator { wrong_count: false });
+    let cfg = RunConfig {
+        requests_max: Some(40),
+        pipeline: 4,
+        ..config(vec![server.addr])
+    };
+    let r = run_ok(&cfg, Arc::new(batch(BatchKind::Ids, 7, false)));
+    assert_eq!(r.total.ops_of(OpKind::Ids).ok, 40);
+    assert_eq!(r.total.error_total(), 0);
+    assert!(server
+        .seen()
+        .iter()
+        .all(|q| q.head.starts_with("POST /ids?count=7 ")));
+}
+
+#[test]
+fn batch_replies_with_another_count_or_status_are_errors() {
+    let server = TestServer::start(Behavior::Allocator { wrong_count: true });
+    let cfg = RunConfig {
+        requests_max: Some(10),
+        ..config(vec![server.addr])
+    };
+    let r = run_ok(&cfg, Arc::new(batch(BatchKind::Tso, 5, true)));
+    assert_eq!(r.total.ops_of(OpKind::Tso).ok, 0);
+    assert_eq!(r.total.errors_of(ErrorKind::BadBody), 10);
+    assert_eq!(
+        ItemsSummary::of(&r, OpKind::Tso, "timestamps", 5).completed,
+        0
+    );
+
+    // A server refusing the count (400) and one without a leader (503).
+    let server = TestServer::start(Behavior::Unavailable);
+    let r = run_ok(
+        &RunConfig {
+            requests_max: Some(6),
+            ..config(vec![server.addr])
+        },
+        Arc::new(batch(BatchKind::Ids, 1, true)),
+    );
+    assert_eq!(r.total.errors_of(ErrorKind::Unavailable), 6);
+    assert_eq!(r.total.ops_of(OpKind::Ids).error, 6);
 }

@@ -30,6 +30,30 @@ use serde_json::Value;
 
 pub use http::{encode_key, HttpClient, Response};
 
+/// A signal is delivered asynchronously: a shard thread can still answer for a moment after
+/// `kill(SIGSTOP)` returns. Waits (bounded) until every thread of `pid` shows state `T` in
+/// /proc, so a test that pauses a node really talks to a stopped process.
+fn wait_all_threads_stopped(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let stopped = || -> bool {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            return true;
+        };
+        tasks.flatten().all(|t| {
+            fs::read_to_string(t.path().join("stat")).map_or(true, |stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .is_some_and(|state| {
+                        state == "T" || state == "t" || state == "Z" || state == "X"
+                    })
+            })
+        })
+    };
+    while !stopped() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Path of the binary under test.
 pub const MAST_BIN: &str = env!("CARGO_BIN_EXE_mast");
 
@@ -370,6 +394,9 @@ impl Cluster {
         };
         if kill(Pid::from_raw(pid), sig).is_ok() {
             node.state = new_state;
+            if sig == Signal::SIGSTOP {
+                wait_all_threads_stopped(pid);
+            }
         }
     }
 
@@ -876,6 +903,6 @@ pub fn retry<T>(timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> 
 /// Prints how to rerun one test, so a failure in CI can be replayed.
 pub fn print_replay(test_file: &str, test_name: &str, env: &str) {
     eprintln!(
-        "replay: {env}CARGO_TARGET_DIR=/work/target-cluster cargo test -p mast --test {test_file} -- --exact {test_name} --nocapture"
+        "replay: {env}cargo test --release -p mast --test {test_file} -- --exact {test_name} --nocapture"
     );
 }

@@ -10,8 +10,9 @@ use std::sync::atomic::Ordering;
 use mast_http::{HttpMetricsSnapshot, Method, Request, Response, Router};
 use serde::Serialize;
 
-use crate::group::GroupStatus;
-use crate::server::Shard;
+use super::shard::Shard;
+use crate::replica::GroupStatus;
+use crate::services::ServiceStats;
 
 /// What one shard reports about itself; `Send` so it can cross shards.
 #[derive(Debug, Clone, Serialize)]
@@ -27,6 +28,9 @@ pub struct ShardFacts {
     pub xshard_rejected_full_total: u64,
     pub raft: GroupStatus,
     pub peers: Vec<PeerView>,
+    /// The TSO and ID allocator (shard 0 only: they run on group 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_services: Option<ServiceStats>,
     #[serde(skip)]
     pub http: HttpMetricsSnapshot,
 }
@@ -68,6 +72,7 @@ fn facts(shard: &Shard) -> ShardFacts {
                 frames_dropped: p.frames_dropped,
             })
             .collect(),
+        leader_services: (shard.id == 0).then(|| shard.services.stats(&shard.group)),
         http,
     }
 }
@@ -250,8 +255,33 @@ async fn metrics(me: Rc<Shard>) -> Response {
         }
     }
     render_follower_lag(&shards, &mut out);
+    if let Some(svc) = shards.iter().find_map(|f| f.leader_services.as_ref()) {
+        render_services(svc, &mut out);
+    }
     http.render_prometheus(&mut out);
     Response::bytes(200, "text/plain; version=0.0.4; charset=utf-8", out.into())
+}
+
+fn render_services(s: &ServiceStats, out: &mut String) {
+    let rows: [(&str, &str, &str, u64); 12] = [
+        ("mast_tso_serving_term", "gauge", "Group 0 term the TSO serves in on this node (0: not serving).", s.serving_term),
+        ("mast_tso_window_bound_ms", "gauge", "Exclusive bound of the physical part this leader may hand out (persisted in its term).", s.tso_window_bound_ms),
+        ("mast_tso_last_physical_ms", "gauge", "Physical part of the last timestamp handed out here.", s.tso_last_physical_ms),
+        ("mast_tso_persisted_bound_ms", "gauge", "The TSO bound as applied in the global table.", s.tso_persisted_bound_ms),
+        ("mast_tso_allocations_total", "counter", "TSO requests served by this node as leader.", s.tso_allocations),
+        ("mast_tso_timestamps_total", "counter", "Timestamps handed out by this node as leader.", s.tso_timestamps),
+        ("mast_tso_window_extensions_total", "counter", "TSO windows persisted through raft by this node.", s.tso_window_extensions),
+        ("mast_ids_high_water", "gauge", "Exclusive bound of ids this leader may hand out (persisted in its term).", s.ids_high_water),
+        ("mast_ids_next", "gauge", "Next id this leader hands out.", s.ids_next),
+        ("mast_ids_persisted_high_water", "gauge", "The ID high-water mark as applied in the global table.", s.ids_persisted_high_water),
+        ("mast_ids_allocations_total", "counter", "ID requests served by this node as leader.", s.ids_allocations),
+        ("mast_leader_calls_relayed_total", "counter", "TSO and ID requests this node relayed to group 0's leader.", s.relayed_calls),
+    ];
+    for (name, kind, help, v) in rows {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {v}");
+    }
 }
 
 fn render_follower_lag(shards: &[ShardFacts], out: &mut String) {

@@ -8,11 +8,10 @@ use std::rc::Rc;
 
 use mast_http::{Method, Request, Response, Router};
 use mast_raft::{ConfChange, ConfChangeKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::group::{GroupError, MemberAddrs};
-use crate::kv_api::parse_new_member;
-use crate::server::Shard;
+use crate::node::shard::Shard;
+use crate::replica::{GroupError, MemberAddrs};
 
 #[derive(Serialize)]
 struct MemberView {
@@ -184,4 +183,56 @@ pub fn routes(router: Router, shard: Rc<Shard>) -> Router {
         .route(Method::POST, "/leader/transfer", move |req: Request| {
             transfer(s4.clone(), req)
         })
+}
+
+#[derive(Deserialize)]
+struct NewMember {
+    id: u64,
+    peer_addr: String,
+    http_addr: String,
+}
+
+/// Parses the body of `POST /members`.
+pub fn parse_new_member(body: &[u8]) -> Result<(u64, String, String), Response> {
+    let m: NewMember = serde_json::from_slice(body).map_err(|e| {
+        Response::error(
+            400,
+            "bad_member",
+            &format!("expected {{\"id\":N,\"peer_addr\":\"..\",\"http_addr\":\"..\"}}: {e}"),
+        )
+    })?;
+    if m.id == 0 {
+        return Err(Response::error(400, "bad_member", "node id 0 is reserved"));
+    }
+    for (name, a) in [("peer_addr", &m.peer_addr), ("http_addr", &m.http_addr)] {
+        if a.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Response::error(
+                400,
+                "bad_member",
+                &format!("{name} {a:?} is not IP:port"),
+            ));
+        }
+    }
+    Ok((m.id, m.peer_addr, m.http_addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_member_validation() {
+        assert!(parse_new_member(
+            br#"{"id":4,"peer_addr":"127.0.0.1:1","http_addr":"127.0.0.1:2"}"#
+        )
+        .is_ok());
+        for bad in [
+            &br#"{"id":0,"peer_addr":"127.0.0.1:1","http_addr":"127.0.0.1:2"}"#[..],
+            br#"{"id":4}"#,
+            br#"{"id":4,"peer_addr":"x","http_addr":"127.0.0.1:2"}"#,
+            b"nope",
+        ] {
+            assert_eq!(parse_new_member(bad).unwrap_err().status, 400);
+        }
+    }
 }

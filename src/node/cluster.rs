@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Member, ServerConfig};
+use crate::node::config::{Member, ServerConfig};
 
 const FILE_NAME: &str = "CLUSTER";
 /// How long `--join` keeps trying the member it was pointed at.
@@ -58,7 +58,7 @@ fn cluster_id_of(members: &[Member], shards: usize) -> u64 {
         .collect();
     sorted.sort();
     sorted.push(format!("shards={shards}"));
-    crate::kv_api::fnv1a(sorted.join(",").as_bytes()).max(1)
+    crate::placement::fnv1a(sorted.join(",").as_bytes()).max(1)
 }
 
 /// Reads `DATA/CLUSTER`, or creates it by bootstrapping or joining.
@@ -242,7 +242,7 @@ fn http_call(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ServerArgs, ServerConfig};
+    use crate::node::config::{ServerArgs, ServerConfig};
 
     fn config(dir: &Path, id: u64) -> ServerConfig {
         ServerConfig::resolve(ServerArgs {
@@ -281,11 +281,15 @@ mod tests {
 
     #[test]
     fn same_members_same_cluster_id() {
-        let a = crate::config::parse_members("1=127.0.0.1:1/127.0.0.1:2,2=127.0.0.1:3/127.0.0.1:4")
-            .unwrap();
-        let b = crate::config::parse_members("2=127.0.0.1:3/127.0.0.1:4,1=127.0.0.1:1/127.0.0.1:2")
-            .unwrap();
-        let c = crate::config::parse_members("1=127.0.0.1:1/127.0.0.1:2").unwrap();
+        let a = crate::node::config::parse_members(
+            "1=127.0.0.1:1/127.0.0.1:2,2=127.0.0.1:3/127.0.0.1:4",
+        )
+        .unwrap();
+        let b = crate::node::config::parse_members(
+            "2=127.0.0.1:3/127.0.0.1:4,1=127.0.0.1:1/127.0.0.1:2",
+        )
+        .unwrap();
+        let c = crate::node::config::parse_members("1=127.0.0.1:1/127.0.0.1:2").unwrap();
         assert_eq!(cluster_id_of(&a, 2), cluster_id_of(&b, 2));
         assert_ne!(cluster_id_of(&a, 2), cluster_id_of(&c, 2));
         assert_ne!(cluster_id_of(&a, 2), cluster_id_of(&a, 3));

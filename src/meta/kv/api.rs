@@ -11,11 +11,14 @@
 use std::rc::Rc;
 
 use mast_http::{Method, Request, Response, Router};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::group::{Group, GroupError};
-use crate::kv::{Command, Cond, Outcome};
-use crate::server::Shard;
+use crate::meta::kv::{Command, Cond, Outcome};
+use crate::meta::{MetaCommand, MetaOutcome, MetaTable};
+use crate::node::errors::error_response;
+use crate::node::shard::Shard;
+use crate::placement::owner_shard;
+use crate::replica::{Group, GroupError};
 
 /// Keys longer than this answer 414.
 pub const KEY_BYTES_MAX: usize = 4096;
@@ -24,21 +27,6 @@ pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
 /// Default and maximum `limit` of a key listing.
 pub const LIST_LIMIT_DEFAULT: usize = 1000;
 pub const LIST_LIMIT_MAX: usize = 10_000;
-
-/// 64-bit FNV-1a. Fixed forever: key placement and cluster ids are derived from it.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// The owner shard of a routing key. Changing this would move every key to another shard.
-pub fn owner_shard(key: &str, shards: usize) -> usize {
-    (fnv1a(key.as_bytes()) % shards.max(1) as u64) as usize
-}
 
 /// What the owner shard answers; `Send` so it can cross back to the accepting shard.
 #[derive(Debug)]
@@ -65,7 +53,7 @@ where
 }
 
 /// With `--redirect`, a node that does not lead the group names the leader instead.
-fn redirect_target(shard: &Shard, group: &Group) -> Option<KvReply> {
+fn redirect_target(shard: &Shard, group: &Group<MetaTable>) -> Option<KvReply> {
     if !shard.node.redirect || group.is_leader() {
         return None;
     }
@@ -75,35 +63,6 @@ fn redirect_target(shard: &Shard, group: &Group) -> Option<KvReply> {
     }
     let leader_http = group.members().get(&leader).map(|m| m.http_addr.clone());
     Some(KvReply::NotLeader { leader_http })
-}
-
-fn error_response(e: &GroupError) -> Response {
-    match e {
-        GroupError::NoLeader { .. } => {
-            Response::error(503, "no_leader", "no leader is known for this shard; retry")
-                .with_header("retry-after", "1")
-        }
-        GroupError::Overloaded => {
-            Response::error(503, "overloaded", "too many requests are waiting; retry")
-                .with_header("retry-after", "1")
-        }
-        GroupError::Timeout => Response::error(
-            504,
-            "unknown_outcome",
-            "timed out waiting for consensus; the request may or may not have taken effect",
-        ),
-        GroupError::Refused(m) => {
-            Response::error(503, "proposal_refused", m).with_header("retry-after", "1")
-        }
-        GroupError::NotLeader { .. } => {
-            Response::error(503, "not_leader", "this node does not lead the shard")
-        }
-        GroupError::Removed => Response::error(
-            503,
-            "removed",
-            "this node has been removed from the cluster",
-        ),
-    }
 }
 
 fn etag(revision: u64) -> String {
@@ -263,14 +222,17 @@ async fn write(me: Rc<Shard>, req: Request, delete: bool) -> Response {
         if let Some(r) = redirect_target(&shard, &shard.group) {
             return r;
         }
-        match shard.group.propose(command).await {
-            Ok(Outcome::Done { revision }) if delete => {
-                let _ = revision;
-                KvReply::Deleted
+        match shard.group.propose(&MetaCommand::Kv(command)).await {
+            Ok(MetaOutcome::Kv(Outcome::Done { .. })) if delete => KvReply::Deleted,
+            Ok(MetaOutcome::Kv(Outcome::Done { revision })) => KvReply::Written { revision },
+            Ok(MetaOutcome::Kv(Outcome::NotFound)) => KvReply::Deleted,
+            Ok(MetaOutcome::Kv(Outcome::PreconditionFailed { current })) => {
+                KvReply::PreconditionFailed { current }
             }
-            Ok(Outcome::Done { revision }) => KvReply::Written { revision },
-            Ok(Outcome::NotFound) => KvReply::Deleted,
-            Ok(Outcome::PreconditionFailed { current }) => KvReply::PreconditionFailed { current },
+            // Only a bug makes a KV command apply as something else: answer, never hang.
+            Ok(other) => {
+                KvReply::Failed(GroupError::Refused(format!("unexpected outcome {other:?}")))
+            }
             Err(e) => KvReply::Failed(e),
         }
     })
@@ -297,7 +259,7 @@ async fn read(me: Rc<Shard>, req: Request) -> Response {
                 return KvReply::Failed(e);
             }
         }
-        match shard.group.kv().get(&key) {
+        match shard.group.state().kv.get(&key) {
             Some(item) => KvReply::Value {
                 value: item.value.clone(),
                 revision: item.revision,
@@ -328,7 +290,7 @@ async fn list(me: Rc<Shard>, req: Request, stale: bool) -> Response {
                     return KvReply::Failed(e);
                 }
             }
-            KvReply::Keys(shard.group.kv().list(&prefix, limit + 1))
+            KvReply::Keys(shard.group.state().kv.list(&prefix, limit + 1))
         })
         .await;
         match reply {
@@ -339,13 +301,6 @@ async fn list(me: Rc<Shard>, req: Request, stale: bool) -> Response {
     all.sort_unstable();
     all.truncate(limit + 1);
     reply_response(&req, KvReply::Keys(all))
-}
-
-#[derive(Deserialize)]
-struct NewMember {
-    id: u64,
-    peer_addr: String,
-    http_addr: String,
 }
 
 /// Adds the KV and cluster routes.
@@ -363,45 +318,9 @@ pub fn routes(router: Router, shard: Rc<Shard>) -> Router {
         })
 }
 
-/// Parses the body of `POST /members`.
-pub fn parse_new_member(body: &[u8]) -> Result<(u64, String, String), Response> {
-    let m: NewMember = serde_json::from_slice(body).map_err(|e| {
-        Response::error(
-            400,
-            "bad_member",
-            &format!("expected {{\"id\":N,\"peer_addr\":\"..\",\"http_addr\":\"..\"}}: {e}"),
-        )
-    })?;
-    if m.id == 0 {
-        return Err(Response::error(400, "bad_member", "node id 0 is reserved"));
-    }
-    for (name, a) in [("peer_addr", &m.peer_addr), ("http_addr", &m.http_addr)] {
-        if a.parse::<std::net::SocketAddr>().is_err() {
-            return Err(Response::error(
-                400,
-                "bad_member",
-                &format!("{name} {a:?} is not IP:port"),
-            ));
-        }
-    }
-    Ok((m.id, m.peer_addr, m.http_addr))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn owner_is_stable_and_spread() {
-        // Placement must never change between versions: pin a few values.
-        assert_eq!(owner_shard("", 7), (0xcbf2_9ce4_8422_2325u64 % 7) as usize);
-        assert_eq!(owner_shard("a", 1), 0);
-        let mut counts = [0usize; 4];
-        for i in 0..4000 {
-            counts[owner_shard(&format!("key-{i}"), 4)] += 1;
-        }
-        assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
-    }
 
     #[test]
     fn preconditions_parse() {
@@ -428,22 +347,6 @@ mod tests {
             &[("if-match", "*"), ("if-none-match", "*")],
         ] {
             assert_eq!(condition(&req(bad)).unwrap_err().status, 400);
-        }
-    }
-
-    #[test]
-    fn new_member_validation() {
-        assert!(parse_new_member(
-            br#"{"id":4,"peer_addr":"127.0.0.1:1","http_addr":"127.0.0.1:2"}"#
-        )
-        .is_ok());
-        for bad in [
-            &br#"{"id":0,"peer_addr":"127.0.0.1:1","http_addr":"127.0.0.1:2"}"#[..],
-            br#"{"id":4}"#,
-            br#"{"id":4,"peer_addr":"x","http_addr":"127.0.0.1:2"}"#,
-            b"nope",
-        ] {
-            assert_eq!(parse_new_member(bad).unwrap_err().status, 400);
         }
     }
 }

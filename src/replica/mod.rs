@@ -1,5 +1,6 @@
 //! One shard's raft replica: the pure raft core driven by this shard's event loop, its
-//! durable log, its peer transport and its state machine (the shard's KV partition).
+//! durable log, its peer transport and a state machine it knows only through
+//! [`StateMachine`] (in mast: the shard's partition of the meta table).
 //!
 //! Tasks on the shard thread (all share the `Group` through `Rc`, none holds a borrow across
 //! an await):
@@ -35,7 +36,15 @@ use mast_wire::{FrameKind, PeerTransport, SendError, TransportConfig};
 use tracing::{error, info, warn};
 
 use crate::codec;
-use crate::kv::{Command, KvState, Outcome, Proposal};
+
+pub mod calls;
+pub mod envelope;
+pub mod snapshot;
+mod state_machine;
+
+pub use calls::{CallHandler, CallResult};
+pub use envelope::Envelope;
+pub use state_machine::{LeaderEvent, Section, StateMachine};
 
 /// Ticks between checks for learners that can be promoted.
 const LEARNER_CHECK_TICKS: u64 = 10;
@@ -61,6 +70,9 @@ pub struct GroupOptions {
     pub pending_proposals_max: usize,
     /// Reads waiting for a read index, per shard.
     pub pending_reads_max: usize,
+    /// Calls to the leader (see [`calls`]) waiting for an answer, and calls from other
+    /// members being served here, each at most this many.
+    pub calls_in_flight_max: usize,
     /// Largest peer frame; raft appends are cut to a quarter of it.
     pub frame_bytes_max: usize,
     /// Largest peer message (a snapshot); the transport sends larger-than-frame messages
@@ -80,6 +92,7 @@ impl Default for GroupOptions {
             snapshot_every_bytes: 256 * 1024 * 1024,
             pending_proposals_max: 65_536,
             pending_reads_max: 65_536,
+            calls_in_flight_max: 4_096,
             frame_bytes_max: 16 * 1024 * 1024,
             message_bytes_max: 1024 * 1024 * 1024,
             log: LogOptions::default(),
@@ -111,29 +124,38 @@ pub struct MemberAddrs {
     pub http_addr: String,
 }
 
-/// What a shard's snapshot holds: the state machine and the member address book. The
-/// addresses travel with the snapshot because the entries that carried them (membership
-/// changes) are compacted away, and a node restored from a snapshot must still reach every
-/// member.
-#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-struct GroupSnapshot {
-    members: Vec<(u64, MemberAddrs)>,
-    kv: Vec<u8>,
-}
-
-fn encode_group_snapshot(members: &BTreeMap<u64, MemberAddrs>, kv: &KvState) -> Vec<u8> {
-    let snap = GroupSnapshot {
-        members: members.iter().map(|(k, v)| (*k, v.clone())).collect(),
-        kv: kv.snapshot(),
-    };
-    codec::encode(&snap)
+/// A shard's snapshot: the member address book (the replica's own section) and the state
+/// machine's sections. The addresses travel with the snapshot because the entries that
+/// carried them (membership changes) are compacted away, and a node restored from a snapshot
+/// must still reach every member.
+fn encode_group_snapshot<S: StateMachine>(
+    members: &BTreeMap<u64, MemberAddrs>,
+    state: &S,
+) -> Vec<u8> {
+    let members: Vec<(u64, MemberAddrs)> = members.iter().map(|(k, v)| (*k, v.clone())).collect();
+    let mut sections = vec![Section {
+        tag: snapshot::TAG_MEMBERS,
+        version: 1,
+        bytes: codec::encode(&members),
+    }];
+    sections.extend(state.snapshot());
+    snapshot::encode(&sections)
 }
 
 /// Validates and opens a snapshot payload (from disk or from the leader).
-fn decode_group_snapshot(bytes: &[u8]) -> Result<(BTreeMap<u64, MemberAddrs>, KvState), String> {
-    let snap = codec::decode::<GroupSnapshot>(bytes).map_err(|e| e.to_string())?;
-    let kv = KvState::restore(&snap.kv).map_err(|e| e.to_string())?;
-    Ok((snap.members.into_iter().collect(), kv))
+fn decode_group_snapshot<S: StateMachine>(
+    bytes: &[u8],
+) -> Result<(BTreeMap<u64, MemberAddrs>, S), String> {
+    let mut sections = snapshot::decode(bytes)?;
+    let pos = sections
+        .iter()
+        .position(|s| s.tag == snapshot::TAG_MEMBERS && s.version == 1)
+        .ok_or("snapshot has no member section")?;
+    let members = sections.remove(pos);
+    let members = codec::decode::<Vec<(u64, MemberAddrs)>>(&members.bytes)
+        .map_err(|e| format!("member section: {e}"))?;
+    let state = S::restore(sections)?;
+    Ok((members.into_iter().collect(), state))
 }
 
 /// A raft [`Storage`] over the shard's durable log. Entry payloads are `[kind u8][data]`;
@@ -297,7 +319,8 @@ pub struct GroupStatus {
     pub snapshot_index: u64,
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
-    pub keys: usize,
+    /// What the state machine reports as its size (for the meta table: KV keys).
+    pub keys: u64,
     pub progress: Vec<ProgressView>,
     /// The log's [`mast_log::LogStats`]: batches (one write each, plus an fdatasync unless
     /// O_DSYNC), entries and bytes in them, and the points where a batch became durable.
@@ -321,16 +344,16 @@ pub struct ProgressView {
 type ReadWaiter = oneshot::Sender<Result<(), GroupError>>;
 
 /// One shard's replica. See the module docs for the tasks that drive it.
-pub struct Group {
+pub struct Group<S: StateMachine> {
     pub shard: usize,
     pub node_id: u64,
     opts: GroupOptions,
     node: RefCell<RawNode<LogStorage>>,
     log: Rc<Log>,
-    kv: RefCell<KvState>,
+    state: RefCell<S>,
     transport: Rc<PeerTransport>,
     /// Proposals by request id, completed when their entry applies.
-    proposals: RefCell<HashMap<u64, oneshot::Sender<Outcome>>>,
+    proposals: RefCell<HashMap<u64, oneshot::Sender<S::Outcome>>>,
     next_request_id: Cell<u64>,
     /// Differs on every start of the process; see [`Proposal`].
     boot: u64,
@@ -366,6 +389,19 @@ pub struct Group {
     in_flight_added: (flume::Sender<()>, flume::Receiver<()>),
     /// Wakes the driver when the completer finished one.
     in_flight_done: (flume::Sender<()>, flume::Receiver<()>),
+    /// The term this replica leads with an entry of that term applied.
+    leader_ready: Cell<Option<u64>>,
+    leader_subscribers: RefCell<Vec<flume::Sender<LeaderEvent>>>,
+    call_handler: RefCell<Option<CallHandler>>,
+    /// Calls to the leader waiting for answers, by call id.
+    calls_pending: RefCell<HashMap<u64, oneshot::Sender<CallResult>>>,
+    next_call_id: Cell<u64>,
+    /// Calls from other members being served here.
+    calls_serving: Cell<usize>,
+    /// Queued for the flusher: requests by destination, answers by (caller, caller's boot).
+    calls_out: RefCell<BTreeMap<u64, Vec<calls::CallRequest>>>,
+    replies_out: RefCell<BTreeMap<(u64, u64), Vec<calls::CallReply>>>,
+    calls_kick: (flume::Sender<()>, flume::Receiver<()>),
 }
 
 /// Readys handed to the log at once, before the previous ones are durable: enough to keep
@@ -401,7 +437,7 @@ pub struct ReplicaId {
     pub dir: std::path::PathBuf,
 }
 
-impl Group {
+impl<S: StateMachine> Group<S> {
     /// Opens the shard's log, restores the newest snapshot, and builds the raft core.
     /// `peers` are the members known at first start; with `bootstrap_voters` they become the
     /// initial membership when the log is brand new.
@@ -410,7 +446,7 @@ impl Group {
         peers: &BTreeMap<u64, MemberAddrs>,
         bootstrap_voters: bool,
         opts: GroupOptions,
-    ) -> Result<Rc<Group>, String> {
+    ) -> Result<Rc<Group<S>>, String> {
         let ReplicaId {
             shard,
             node_id,
@@ -425,7 +461,7 @@ impl Group {
             warn!(shard, ?t, "cut a torn tail off the log");
         }
         let log = Rc::new(log);
-        let mut kv = KvState::new();
+        let mut state = S::empty();
         // Membership lives in the log: a bootstrapping node writes the initial members as
         // conf-change entries 1..=n, identical on every bootstrapping node and committed by
         // construction (as etcd does), so a node that joins later learns them by replication.
@@ -449,9 +485,9 @@ impl Group {
             .load_latest_snapshot()
             .map_err(|e| format!("snapshot: {e}"))?
         {
-            let (members, restored) = decode_group_snapshot(&data)
+            let (members, restored) = decode_group_snapshot::<S>(&data)
                 .map_err(|e| format!("snapshot at {}: {e}", meta.index))?;
-            kv = restored;
+            state = restored;
             peers.extend(members);
             base_conf = decode_conf(&meta.extra)
                 .ok_or_else(|| format!("snapshot at {}: unreadable configuration", meta.index))?;
@@ -489,7 +525,7 @@ impl Group {
         let mut cfg = mast_raft::Config::new(node_id);
         cfg.election_timeout_ticks = opts.election_timeout_ticks;
         cfg.heartbeat_interval_ticks = opts.heartbeat_interval_ticks;
-        cfg.applied = kv.applied();
+        cfg.applied = state.applied();
         cfg.max_msg_bytes = (opts.frame_bytes_max as u64 / 4).max(1);
         cfg.max_inflight_bytes = cfg.max_msg_bytes * 8;
         // Entropy for election jitter is chosen here, in the I/O layer; the core stays pure.
@@ -514,8 +550,8 @@ impl Group {
             applied_bytes_since_snapshot: Cell::new(0),
             persisted_hard_state: Cell::new(hs),
             snapshot_in_flight: Cell::new(false),
-            snapshot_keys: Cell::new(kv.len() as u64),
-            kv: RefCell::new(kv),
+            snapshot_keys: Cell::new(state.snapshot_cost()),
+            state: RefCell::new(state),
             transport: Rc::new(transport),
             proposals: RefCell::new(HashMap::new()),
             next_request_id: Cell::new(0),
@@ -533,6 +569,15 @@ impl Group {
             unfinished: Cell::new(0),
             in_flight_added: flume::bounded(1),
             in_flight_done: flume::bounded(1),
+            leader_ready: Cell::new(None),
+            leader_subscribers: RefCell::new(Vec::new()),
+            call_handler: RefCell::new(None),
+            calls_pending: RefCell::new(HashMap::new()),
+            next_call_id: Cell::new(0),
+            calls_serving: Cell::new(0),
+            calls_out: RefCell::new(BTreeMap::new()),
+            replies_out: RefCell::new(BTreeMap::new()),
+            calls_kick: flume::bounded(1),
             opts,
         });
         for (id, m) in peers {
@@ -568,6 +613,8 @@ impl Group {
         monoio::spawn(async move { g.driver().await });
         let g = self.clone();
         monoio::spawn(async move { g.completer().await });
+        let g = self.clone();
+        monoio::spawn(async move { g.call_flusher().await });
         // A single-member group can elect itself at once instead of waiting a timeout.
         let voters = self.node.borrow().conf_state().voters.clone();
         if voters == [self.node_id] {
@@ -639,11 +686,248 @@ impl Group {
         }
     }
 
+    /// Serves a batch of calls from `from` through the registered handler; answers queue for
+    /// the flusher as they complete.
+    fn on_call_batch(self: &Rc<Self>, from: u64, frame: &mast_wire::Frame) {
+        let batch = match frame.decode::<calls::CallBatch>() {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(shard = self.shard, from, %e, "undecodable call batch; dropped");
+                return;
+            }
+        };
+        let boot = batch.boot;
+        let member = self.serves_requests_from(from);
+        let handler = self.call_handler.borrow().clone();
+        for call in batch.calls.into_iter().take(calls::CALLS_PER_FRAME_MAX) {
+            let refuse = if !member {
+                Some(CallResult::Refused("not a member of this cluster".into()))
+            } else if self.calls_serving.get() >= self.opts.calls_in_flight_max {
+                Some(CallResult::Overloaded)
+            } else if handler.is_none() || call.body.len() > calls::CALL_BODY_BYTES_MAX {
+                Some(CallResult::Refused(format!(
+                    "no service {} here",
+                    call.service
+                )))
+            } else {
+                None
+            };
+            if let Some(result) = refuse {
+                self.queue_reply(
+                    from,
+                    boot,
+                    calls::CallReply {
+                        id: call.id,
+                        result,
+                    },
+                );
+                continue;
+            }
+            let Some(h) = handler.clone() else { continue };
+            let fut = h(call.service, call.body);
+            self.calls_serving.set(self.calls_serving.get() + 1);
+            let g = self.clone();
+            monoio::spawn(async move {
+                let result = fut.await;
+                g.calls_serving.set(g.calls_serving.get() - 1);
+                g.queue_reply(
+                    from,
+                    boot,
+                    calls::CallReply {
+                        id: call.id,
+                        result,
+                    },
+                );
+            });
+        }
+    }
+
+    fn queue_reply(&self, to: u64, boot: u64, reply: calls::CallReply) {
+        self.replies_out
+            .borrow_mut()
+            .entry((to, boot))
+            .or_default()
+            .push(reply);
+        let _ = self.calls_kick.0.try_send(());
+    }
+
+    fn on_reply_batch(&self, from: u64, frame: &mast_wire::Frame) {
+        let batch = match frame.decode::<calls::ReplyBatch>() {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(shard = self.shard, from, %e, "undecodable call replies; dropped");
+                return;
+            }
+        };
+        if batch.boot != self.boot {
+            return;
+        }
+        let mut pending = self.calls_pending.borrow_mut();
+        for r in batch.replies {
+            if let Some(tx) = pending.remove(&r.id) {
+                let _ = tx.send(r.result);
+            }
+        }
+    }
+
+    /// Sends whatever calls and answers queued since its last turn, one frame per
+    /// destination (and per `CALLS_PER_FRAME_MAX`).
+    async fn call_flusher(self: Rc<Self>) {
+        while self.calls_kick.1.recv_async().await.is_ok() {
+            if self.transport.is_closed() {
+                return;
+            }
+            let out = std::mem::take(&mut *self.calls_out.borrow_mut());
+            for (to, reqs) in out {
+                for chunk in reqs.chunks(calls::CALLS_PER_FRAME_MAX) {
+                    let batch = calls::CallBatch {
+                        boot: self.boot,
+                        calls: chunk.to_vec(),
+                    };
+                    if let Err(e) =
+                        self.transport
+                            .send_message(to, FrameKind::ForwardRequest, &batch)
+                    {
+                        tracing::debug!(shard = self.shard, to, %e, "calls not sent");
+                        let mut pending = self.calls_pending.borrow_mut();
+                        for c in chunk {
+                            if let Some(tx) = pending.remove(&c.id) {
+                                let _ = tx.send(CallResult::NotLeader { leader: 0 });
+                            }
+                        }
+                    }
+                }
+            }
+            let replies = std::mem::take(&mut *self.replies_out.borrow_mut());
+            for ((to, boot), replies) in replies {
+                for chunk in replies.chunks(calls::CALLS_PER_FRAME_MAX) {
+                    let batch = calls::ReplyBatch {
+                        boot,
+                        replies: chunk.to_vec(),
+                    };
+                    if let Err(e) =
+                        self.transport
+                            .send_message(to, FrameKind::ForwardResponse, &batch)
+                    {
+                        tracing::debug!(shard = self.shard, to, %e, "call answers not sent");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Registers what serves calls that reach this replica (see [`calls`]).
+    pub fn set_call_handler(&self, handler: CallHandler) {
+        *self.call_handler.borrow_mut() = Some(handler);
+    }
+
+    /// Calls the group's leader, which must be another node (a caller that leads serves
+    /// itself). Batched with the calls made meanwhile; bounded; an unanswered call is a
+    /// timeout (unknown outcome).
+    pub async fn call_leader(&self, service: u16, body: Vec<u8>) -> Result<Vec<u8>, GroupError> {
+        self.check_serving()?;
+        let leader = self.leader.get();
+        if leader == self.node_id {
+            return Err(GroupError::NotLeader { leader });
+        }
+        if self.calls_pending.borrow().len() >= self.opts.calls_in_flight_max {
+            return Err(GroupError::Overloaded);
+        }
+        let id = self.next_call_id.get().wrapping_add(1);
+        self.next_call_id.set(id);
+        let (tx, rx) = oneshot::channel();
+        self.calls_pending.borrow_mut().insert(id, tx);
+        self.calls_out
+            .borrow_mut()
+            .entry(leader)
+            .or_default()
+            .push(calls::CallRequest { id, service, body });
+        let _ = self.calls_kick.0.try_send(());
+        let r = self.wait(rx).await;
+        self.calls_pending.borrow_mut().remove(&id);
+        match r? {
+            CallResult::Ok(b) => Ok(b),
+            CallResult::NotLeader { leader } => Err(GroupError::NoLeader {
+                leader_hint: leader,
+            }),
+            CallResult::Overloaded => Err(GroupError::Overloaded),
+            CallResult::Timeout => Err(GroupError::Timeout),
+            CallResult::Refused(m) => Err(GroupError::Refused(m)),
+        }
+    }
+
+    /// The term this replica leads, once an entry of that term has applied here (so the
+    /// state holds everything earlier leaders committed); None otherwise.
+    pub fn leader_ready_term(&self) -> Option<u64> {
+        let node = self.node.borrow();
+        self.leader_ready
+            .get()
+            .filter(|&t| node.role() == Role::Leader && node.term() == t)
+    }
+
+    /// Leadership events from now on (a bounded queue: a subscriber that does not keep up
+    /// misses events, and reads [`Group::leader_ready_term`] for the truth).
+    pub fn subscribe_leader_events(&self) -> flume::Receiver<LeaderEvent> {
+        let (tx, rx) = flume::bounded(64);
+        self.leader_subscribers.borrow_mut().push(tx);
+        rx
+    }
+
+    fn emit_leader_event(&self, ev: LeaderEvent) {
+        self.state.borrow_mut().on_leader_event(ev);
+        self.leader_subscribers
+            .borrow_mut()
+            .retain(|tx| !matches!(tx.try_send(ev), Err(flume::TrySendError::Disconnected(_))));
+    }
+
+    /// Emits [`LeaderEvent`]s exactly at the edges: ready once per term after an entry of
+    /// it applied, stepped down when leadership of that term ends.
+    fn check_leadership(&self) {
+        let (leads, term, ready) = {
+            let node = self.node.borrow();
+            let leads = node.role() == Role::Leader;
+            let term = node.term();
+            let applied = self.state.borrow().applied();
+            (leads, term, leads && node.term_at(applied) == Some(term))
+        };
+        if let Some(t) = self.leader_ready.get() {
+            if !leads || t != term {
+                self.leader_ready.set(None);
+                info!(shard = self.shard, term = t, "leadership ended");
+                self.emit_leader_event(LeaderEvent::SteppedDown);
+            }
+        }
+        if ready && self.leader_ready.get().is_none() {
+            self.leader_ready.set(Some(term));
+            info!(
+                shard = self.shard,
+                term, "leading, with an entry of this term applied"
+            );
+            self.emit_leader_event(LeaderEvent::Ready { term });
+        }
+    }
+
     async fn receiver(self: Rc<Self>) {
         while let Some((from, frame)) = self.transport.recv().await {
-            if frame.kind != FrameKind::Raft {
-                warn!(shard = self.shard, from, kind = ?frame.kind, "unexpected frame kind on the raft transport");
-                continue;
+            match frame.kind {
+                FrameKind::Raft => {}
+                FrameKind::ForwardRequest => {
+                    self.on_call_batch(from, &frame);
+                    continue;
+                }
+                FrameKind::ForwardResponse => {
+                    self.on_reply_batch(from, &frame);
+                    continue;
+                }
+                kind => {
+                    warn!(
+                        shard = self.shard,
+                        from,
+                        ?kind,
+                        "unexpected frame kind on the raft transport"
+                    );
+                    continue;
+                }
             }
             match frame.decode::<Message>() {
                 Ok(msg)
@@ -788,6 +1072,7 @@ impl Group {
             if was != ss.leader {
                 info!(shard = self.shard, leader = ss.leader, role = ?ss.role, "leader changed");
             }
+            self.check_leadership();
         }
     }
 
@@ -854,7 +1139,7 @@ impl Group {
 
     async fn install_snapshot(&self, snap: Snapshot) {
         let index = snap.meta.index;
-        let (members, kv) = match decode_group_snapshot(&snap.data) {
+        let (members, state) = match decode_group_snapshot::<S>(&snap.data) {
             Ok(decoded) => decoded,
             // The core already counts this snapshot as installed once the Ready is advanced,
             // so carrying on would leave state, log and core disagreeing. The frame was
@@ -877,8 +1162,8 @@ impl Group {
             }
             Err(e) => self.fatal("log reset", e),
         }
-        self.snapshot_keys.set(kv.len() as u64);
-        *self.kv.borrow_mut() = kv;
+        self.snapshot_keys.set(state.snapshot_cost());
+        *self.state.borrow_mut() = state;
         for (id, addrs) in &members {
             self.set_peer(*id, addrs);
         }
@@ -898,24 +1183,29 @@ impl Group {
         let mut replies = Vec::new();
         for e in entries {
             match e.kind {
-                EntryKind::Normal if e.data.is_empty() => self.kv.borrow_mut().skip(e.index),
-                EntryKind::Normal => match Proposal::decode(&e.data) {
-                    Ok(p) => {
-                        let outcome = self.kv.borrow_mut().apply(e.index, &p.command);
+                EntryKind::Normal if e.data.is_empty() => self.state.borrow_mut().skip(e.index),
+                EntryKind::Normal => match Envelope::decode(&e.data) {
+                    Ok((p, command)) => {
+                        let outcome = self.state.borrow_mut().apply(e.index, command);
                         if p.proposer == self.node_id && p.boot == self.boot {
                             if let Some(w) = self.proposals.borrow_mut().remove(&p.request_id) {
                                 replies.push((w, outcome));
                             }
                         }
                     }
+                    // Written by a newer mast: applying around it would fork this replica
+                    // from the ones that understand it.
+                    Err(err @ envelope::EnvelopeError::UnknownVersion(_)) => {
+                        self.fatal(&format!("entry {}", e.index), err)
+                    }
                     // Every replica skips the same undecodable entry, so they stay equal.
                     Err(err) => {
                         error!(shard = self.shard, index = e.index, %err, "undecodable entry skipped");
-                        self.kv.borrow_mut().skip(e.index);
+                        self.state.borrow_mut().skip(e.index);
                     }
                 },
                 EntryKind::ConfChange => {
-                    self.kv.borrow_mut().skip(e.index);
+                    self.state.borrow_mut().skip(e.index);
                     match ConfChange::decode(&e.data) {
                         Ok(cc) => self.apply_conf_change(&cc),
                         Err(err) => {
@@ -937,6 +1227,7 @@ impl Group {
             });
         }
         self.wake_reads_applied();
+        self.check_leadership();
     }
 
     fn apply_conf_change(&self, cc: &ConfChange) {
@@ -970,8 +1261,8 @@ impl Group {
             return;
         }
         let (applied, keys) = {
-            let kv = self.kv.borrow();
-            (kv.applied(), kv.len() as u64)
+            let state = self.state.borrow();
+            (state.applied(), state.snapshot_cost())
         };
         // A snapshot costs O(keys) of this thread's time, so the next one waits for at least
         // as many entries as the last one held keys: amortized O(1) per write however large
@@ -989,7 +1280,7 @@ impl Group {
         let Some(term) = self.node.borrow().term_at(applied) else {
             return;
         };
-        let data = encode_group_snapshot(&self.members.borrow(), &self.kv.borrow());
+        let data = encode_group_snapshot(&self.members.borrow(), &*self.state.borrow());
         let conf = self.node.borrow().applied_conf_state().clone();
         let meta = mast_log::SnapshotMeta {
             index: applied,
@@ -1110,7 +1401,7 @@ impl Group {
     }
 
     fn wake_reads_applied(&self) {
-        let applied = self.kv.borrow().applied();
+        let applied = self.state.borrow().applied();
         let mut ready = Vec::new();
         {
             let mut waiting = self.reads_applying.borrow_mut();
@@ -1144,20 +1435,43 @@ impl Group {
     }
 
     /// Proposes `command` and waits until it is committed and applied here.
-    pub async fn propose(&self, command: Command) -> Result<Outcome, GroupError> {
+    pub async fn propose(&self, command: &S::Command) -> Result<S::Outcome, GroupError> {
+        self.propose_checked(command, None).await
+    }
+
+    /// Proposes `command` only if this replica leads `term` (checked in the same turn as the
+    /// proposal, so the entry carries that term): for leader services whose commands are
+    /// only valid within the leadership that chose them.
+    pub async fn propose_as_leader(
+        &self,
+        command: &S::Command,
+        term: u64,
+    ) -> Result<S::Outcome, GroupError> {
+        self.propose_checked(command, Some(term)).await
+    }
+
+    async fn propose_checked(
+        &self,
+        command: &S::Command,
+        term: Option<u64>,
+    ) -> Result<S::Outcome, GroupError> {
         self.check_serving()?;
+        if term.is_some() && self.leader_ready_term() != term {
+            return Err(GroupError::NotLeader {
+                leader: self.leader.get(),
+            });
+        }
         if self.proposals.borrow().len() >= self.opts.pending_proposals_max {
             return Err(GroupError::Overloaded);
         }
         let request_id = self.next_request_id.get().wrapping_add(1);
         self.next_request_id.set(request_id);
-        let data = Proposal {
+        let data = Envelope {
             proposer: self.node_id,
             boot: self.boot,
             request_id,
-            command,
         }
-        .encode();
+        .encode(&S::encode_command(command));
         let (tx, rx) = oneshot::channel();
         if let Err(e) = self.node.borrow_mut().propose(data) {
             return Err(match self.leader.get() {
@@ -1201,7 +1515,7 @@ impl Group {
             // Until an entry of its own term commits, a new leader's commit index may lag
             // entries committed (and acknowledged) before it took office.
             && node.term_at(node.commit()) == Some(node.term())
-            && self.kv.borrow().applied() >= node.commit()
+            && self.state.borrow().applied() >= node.commit()
     }
 
     /// Proposes a membership change and waits until this replica has applied a
@@ -1257,12 +1571,18 @@ impl Group {
         Ok(())
     }
 
-    pub fn kv(&self) -> std::cell::Ref<'_, KvState> {
-        self.kv.borrow()
+    /// The state machine as applied here (read it after [`Group::read_barrier`] for a
+    /// linearizable read).
+    pub fn state(&self) -> std::cell::Ref<'_, S> {
+        self.state.borrow()
     }
 
     pub fn leader(&self) -> u64 {
         self.leader.get()
+    }
+
+    pub fn request_timeout_ms(&self) -> u64 {
+        self.opts.request_timeout_ms
     }
 
     pub fn is_leader(&self) -> bool {
@@ -1279,7 +1599,7 @@ impl Group {
 
     pub fn status(&self) -> GroupStatus {
         let st = self.node.borrow().status();
-        let kv = self.kv.borrow();
+        let state = self.state.borrow();
         let log = self.log.stats();
         GroupStatus {
             leader: st.leader,
@@ -1291,13 +1611,13 @@ impl Group {
             },
             term: st.term,
             commit: st.commit,
-            applied: kv.applied(),
+            applied: state.applied(),
             first_index: st.first_index,
             last_index: st.last_index,
             snapshot_index: self.snapshot_index.get(),
             voters: st.conf_state.voters.clone(),
             learners: st.conf_state.learners.clone(),
-            keys: kv.len(),
+            keys: state.snapshot_cost(),
             progress: st
                 .progress
                 .iter()

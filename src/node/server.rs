@@ -16,73 +16,20 @@ use std::time::{Duration, Instant};
 use mast_http::{HttpMetrics, Limits, ShutdownSignal};
 use tracing::{error, info, warn};
 
-use crate::admin;
-use crate::cluster::{self, ClusterIdentity};
-use crate::config::{allowed_cpus, LogIo, Member, ServerConfig};
-use crate::group::{Group, GroupOptions, MemberAddrs, ReplicaId};
-use crate::runtime::{pin_current_thread, run_on_runtime, Driver, Mesh, XShardError};
+use super::admin;
+use super::cluster;
+use super::config::{allowed_cpus, LogIo, ServerConfig};
+use super::runtime::{pin_current_thread, run_on_runtime, Mesh};
+use super::shard::{NodeInfo, Shard};
+use crate::meta::MetaTable;
+use crate::replica::{Group, GroupOptions, MemberAddrs, ReplicaId};
+use crate::services::LeaderServices;
 
 /// Inbound cross-shard jobs a shard queues before callers wait (backpressure).
 const XSHARD_QUEUE_LEN: usize = 4096;
 /// How long shutdown waits for shard threads after the HTTP grace period before giving up on
 /// a clean join.
 const SHUTDOWN_JOIN_WAIT_MS: u64 = 5_000;
-
-/// Facts about this node every shard can read (immutable after start).
-#[derive(Debug)]
-pub struct NodeInfo {
-    pub id: u64,
-    pub http_addr: SocketAddr,
-    pub peer_addr: SocketAddr,
-    pub data_dir: std::path::PathBuf,
-    pub members: Vec<Member>,
-    pub started: Instant,
-    pub cluster: ClusterIdentity,
-    pub redirect: bool,
-    pub follower_read: bool,
-    pub shard_peer_addrs: Vec<SocketAddr>,
-    pub group_options: GroupOptions,
-}
-
-impl NodeInfo {
-    /// How the raft log writes, as decided at startup ("direct" or "buffered").
-    pub fn log_io(&self) -> &'static str {
-        if self.group_options.log.direct_io {
-            "direct"
-        } else {
-            "buffered"
-        }
-    }
-}
-
-/// One shard's context: everything its tasks share. Lives on the shard's thread only.
-pub struct Shard {
-    pub id: usize,
-    pub cpu: usize,
-    pub pinned: bool,
-    pub driver: Driver,
-    pub node: Arc<NodeInfo>,
-    pub mesh: Arc<Mesh<Shard>>,
-    pub http_metrics: Rc<HttpMetrics>,
-    /// This shard's raft replica and its KV partition.
-    pub group: Rc<Group>,
-}
-
-impl Shard {
-    /// Runs `f` against shard `shard`'s context: directly when that is this shard (no queue
-    /// hop), otherwise through the mesh.
-    pub async fn run_on<R, F, Fut>(self: &Rc<Self>, shard: usize, f: F) -> Result<R, XShardError>
-    where
-        R: Send + 'static,
-        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = R> + 'static,
-    {
-        if shard == self.id {
-            return Ok(f(self.clone()).await);
-        }
-        self.mesh.submit_to(shard, f).await
-    }
-}
 
 enum Event {
     ShardListening(usize),
@@ -284,6 +231,10 @@ fn shard_thread(
             }
         };
         group.start();
+        let services = Rc::new(LeaderServices::new());
+        if shard == 0 {
+            services.attach(&group);
+        }
         let ctx = Rc::new(Shard {
             id: shard,
             cpu,
@@ -293,6 +244,7 @@ fn shard_thread(
             mesh: mesh.clone(),
             http_metrics: Rc::new(HttpMetrics::new()),
             group,
+            services,
         });
         let jobs = {
             let (mesh, ctx) = (mesh.clone(), ctx.clone());
@@ -301,8 +253,9 @@ fn shard_thread(
         let _ = events.send(Event::ShardListening(shard));
         monoio::spawn(leader_affinity(ctx.clone()));
         let router = admin::router(ctx.clone());
-        let router = crate::kv_api::routes(router, ctx.clone());
-        let router = Rc::new(crate::cluster_api::routes(router, ctx.clone()));
+        let router = crate::meta::kv::api::routes(router, ctx.clone());
+        let router = crate::services::api::routes(router, ctx.clone());
+        let router = Rc::new(super::members_api::routes(router, ctx.clone()));
         mast_http::serve(
             listener,
             router,
@@ -362,7 +315,7 @@ async fn leader_affinity(me: Rc<Shard>) {
     }
 }
 
-async fn open_group(shard: usize, node: &NodeInfo) -> Result<Rc<Group>, String> {
+async fn open_group(shard: usize, node: &NodeInfo) -> Result<Rc<Group<MetaTable>>, String> {
     let peers: std::collections::BTreeMap<u64, MemberAddrs> = node
         .cluster
         .members

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use crate::codec::{self, CodecError};
+use crate::codec;
 
 /// Precondition of a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -36,19 +36,8 @@ pub enum Command {
     },
 }
 
-/// The raft entry payload: a command and who waits on it. Only the proposing process
-/// (node id and boot nonce both match) completes a waiter, so an entry replayed after a
-/// restart, or proposed by another node, can never answer a request it did not carry.
-#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub struct Proposal {
-    pub proposer: u64,
-    pub boot: u64,
-    pub request_id: u64,
-    pub command: Command,
-}
-
 /// What applying a command did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Outcome {
     /// Written (put) or removed (delete) at this revision.
     Done { revision: u64 },
@@ -203,18 +192,6 @@ impl KvState {
     }
 }
 
-impl Proposal {
-    pub fn encode(&self) -> Vec<u8> {
-        codec::encode(self)
-    }
-
-    /// Decodes and validates an entry payload. Entries come from the log and from peers, so
-    /// a bad payload is an error, never a panic.
-    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        codec::decode(bytes)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,7 +283,6 @@ mod tests {
         assert_eq!(KvState::restore(&snap).unwrap(), s);
         assert!(KvState::restore(&snap[..snap.len() / 2]).is_err());
         assert!(KvState::restore(b"").is_err());
-        assert!(Proposal::decode(b"\xff\xff\xff\xff").is_err());
     }
 
     fn command() -> impl Strategy<Value = Command> {
@@ -350,14 +326,7 @@ mod tests {
         }
 
         #[test]
-        fn proposals_round_trip(id in any::<u64>(), c in command()) {
-            let p = Proposal { proposer: id ^ 1, boot: id.rotate_left(7), request_id: id, command: c };
-            prop_assert_eq!(Proposal::decode(&p.encode()).unwrap(), p);
-        }
-
-        #[test]
         fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-            let _ = Proposal::decode(&bytes);
             let _ = KvState::restore(&bytes);
         }
     }

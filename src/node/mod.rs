@@ -1,0 +1,11 @@
+//! The node: process start and stop, the shard runtime and mesh, configuration, cluster
+//! identity, the shard context handlers depend on, and the node-level HTTP endpoints.
+
+pub mod admin;
+pub mod cluster;
+pub mod config;
+pub mod errors;
+pub mod members_api;
+pub mod runtime;
+pub mod server;
+pub mod shard;
