@@ -7,6 +7,7 @@
 //! membership-change design (single-server changes, effective when appended).
 
 mod log;
+pub mod pipeline;
 mod progress;
 mod raw_node;
 mod storage;
@@ -50,6 +51,9 @@ pub enum Mutant {
     CountUndurableSelf,
     /// Treat entries handed off by `advance_unpersisted` as durable at once.
     PersistOnHandOff,
+    /// `pipeline`: count a ticket finished when the completer picks it up, before its
+    /// durability (the bug fixed by 53f32cb): a Whole step may then run ahead of it.
+    DrainOnDequeue,
 }
 
 /// Configuration of one replica.

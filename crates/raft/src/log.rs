@@ -178,6 +178,22 @@ impl<S: Storage> RaftLog<S> {
             return self.last_index();
         };
         let after = first.index;
+        // Committed entries are never replaced (the caller refuses such an append with
+        // `CommittedConflict`), and a log has no holes.
+        assert!(
+            after > self.committed,
+            "append at index {after} is at or below the commit index {}",
+            self.committed
+        );
+        assert!(
+            after <= self.last_index() + 1,
+            "append at index {after} leaves a gap after the last index {}",
+            self.last_index()
+        );
+        debug_assert!(
+            ents.windows(2).all(|w| w[1].index == w[0].index + 1),
+            "appended entries are not contiguous"
+        );
         let u = &mut self.unstable;
         let end = u.offset + u.entries.len() as u64;
         if after == end {
@@ -195,7 +211,24 @@ impl<S: Storage> RaftLog<S> {
 
     /// Appends one entry built by the leader (no conflict possible), avoiding a slice copy.
     pub fn push(&mut self, e: Entry) {
+        debug_assert_eq!(e.index, self.last_index() + 1, "leader entry leaves a gap");
         self.unstable.entries.push(e);
+    }
+
+    /// The application was handed entries up to `idx` to apply: the applied index only
+    /// moves forward, and never past what is committed.
+    pub fn applied_to(&mut self, idx: u64) {
+        assert!(
+            idx > self.applied,
+            "applied index moving to {idx}, not above the current {}",
+            self.applied
+        );
+        assert!(
+            idx <= self.committed,
+            "applied index moving to {idx}, beyond the commit index {}",
+            self.committed
+        );
+        self.applied = idx;
     }
 
     pub fn commit_to(&mut self, idx: u64) -> bool {
@@ -210,6 +243,13 @@ impl<S: Storage> RaftLog<S> {
     /// Replaces the log with a snapshot (the follower's log disagrees with it).
     pub fn restore(&mut self, snap: Snapshot) {
         let idx = snap.meta.index;
+        // A snapshot at or below the commit index must not replace the log: it would
+        // discard committed entries the caller only needed to keep.
+        assert!(
+            idx > self.committed,
+            "snapshot at {idx} restored at or below the commit index {}",
+            self.committed
+        );
         self.committed = idx;
         self.unstable.entries.clear();
         self.unstable.offset = idx + 1;
@@ -270,5 +310,78 @@ impl<S: Storage> RaftLog<S> {
             return Ok(s.clone());
         }
         self.storage.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ConfState, MemStorage};
+
+    fn ent(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            ..Default::default()
+        }
+    }
+
+    /// Entries 2..=5 of term 1 after the bootstrap snapshot at 1, committed up to 3.
+    fn log() -> RaftLog<MemStorage> {
+        let mut st = MemStorage::new_with_conf_state(ConfState::with_voters([1]));
+        st.append(&[ent(2, 1), ent(3, 1), ent(4, 1), ent(5, 1)])
+            .unwrap();
+        let mut l = RaftLog::new(st, 1, 1).unwrap();
+        l.commit_to(3);
+        l
+    }
+
+    #[test]
+    fn appends_above_the_commit_index_without_gaps_are_fine() {
+        let mut l = log();
+        assert_eq!(l.append(vec![ent(4, 2)]), 4);
+        assert_eq!(l.append(vec![ent(5, 2), ent(6, 2)]), 6);
+        l.applied_to(2);
+        l.applied_to(3);
+    }
+
+    #[test]
+    #[should_panic(expected = "at or below the commit index")]
+    fn append_below_the_commit_index_panics() {
+        log().append(vec![ent(3, 2)]);
+    }
+
+    #[test]
+    #[should_panic(expected = "leaves a gap")]
+    fn append_with_a_gap_panics() {
+        log().append(vec![ent(7, 1)]);
+    }
+
+    #[test]
+    #[should_panic(expected = "not above the current")]
+    fn applied_not_moving_forward_panics() {
+        let mut l = log();
+        l.applied_to(2);
+        l.applied_to(2);
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond the commit index")]
+    fn applied_beyond_commit_panics() {
+        log().applied_to(4);
+    }
+
+    #[test]
+    #[should_panic(expected = "at or below the commit index")]
+    fn restoring_a_snapshot_below_commit_panics() {
+        let mut l = log();
+        l.restore(Snapshot {
+            meta: crate::SnapshotMeta {
+                index: 3,
+                term: 1,
+                conf_state: ConfState::with_voters([1]),
+            },
+            data: Vec::new(),
+        });
     }
 }

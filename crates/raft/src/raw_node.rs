@@ -65,6 +65,9 @@ pub struct Ready {
 pub struct Unpersisted {
     last_entry: Option<(u64, u64)>,
     term_vote: (u64, u64),
+    /// Position among the Readys let go unpersisted (1, 2, ...): durability is reported in
+    /// this order, and a reordering is a driver bug the core refuses to absorb silently.
+    seq: u64,
 }
 
 /// Replication progress of one member, as seen by the leader.
@@ -159,6 +162,10 @@ pub struct RawNode<S: Storage> {
     /// up to it, so a commit index never depends on an entry that exists in memory only.
     persisted: u64,
     quorum_buf: Vec<u64>,
+    /// Readys let go by `advance_unpersisted`, and how many of them `on_persisted` reported
+    /// durable: equal unless handed-off writes are outstanding.
+    handed_seq: u64,
+    persisted_seq: u64,
 }
 
 impl<S: Storage> RawNode<S> {
@@ -244,6 +251,8 @@ impl<S: Storage> RawNode<S> {
             awaiting_advance: false,
             persisted: last,
             quorum_buf: Vec::new(),
+            handed_seq: 0,
+            persisted_seq: 0,
         };
         node.become_follower(hs.term, 0);
         // Only a term past the bootstrap one can have had a leader whose lease we granted.
@@ -1469,6 +1478,14 @@ impl<S: Storage> RawNode<S> {
             self.prev_soft = soft;
         }
         let hard = self.hard_state();
+        // A commit index beyond the log would let the application apply entries it does
+        // not have (etcd's raft log panics on the same).
+        assert!(
+            hard.commit <= self.log.last_index(),
+            "commit index {} is beyond the last index {}",
+            hard.commit,
+            self.log.last_index()
+        );
         // Term and vote of the previous Ready are durable (it was advanced); if this Ready
         // changes them, nothing may be said at the new term until it is durable too. (A
         // single voter wins its election within one step, before persisting its term.)
@@ -1513,6 +1530,15 @@ impl<S: Storage> RawNode<S> {
 
     /// Acknowledges that `rd` was handled as the [`Ready`] contract says.
     pub fn advance(&mut self, rd: Ready) {
+        // `advance` declares this Ready's writes durable, and with them everything before
+        // it: that is only true once every handed-off Ready was reported durable. A driver
+        // whose drain passes early (counting a Ready finished when its durability is merely
+        // awaited) would otherwise install a snapshot or a new term ahead of older writes.
+        assert!(
+            self.handed_seq == self.persisted_seq,
+            "advance while {} handed-off Ready(s) are not yet on_persisted",
+            self.handed_seq - self.persisted_seq
+        );
         let p = self.advance_unpersisted(rd);
         self.on_persisted(p);
     }
@@ -1542,17 +1568,15 @@ impl<S: Storage> RawNode<S> {
             }
         }
         if let Some(idx) = rd.last_committed {
-            self.log.applied = self.log.applied.max(idx);
+            self.log.applied_to(idx);
         }
         if let Some((idx, term)) = rd.last_entry {
             self.log.stable_to(idx, term);
         }
+        self.handed_seq += 1;
         #[cfg(feature = "mutants")]
         let rd = if self.mutant(crate::Mutant::PersistOnHandOff) {
-            self.on_persisted(Unpersisted {
-                last_entry: rd.last_entry,
-                term_vote: rd.term_vote,
-            });
+            self.mark_persisted(rd.last_entry, rd.term_vote);
             let mut rd = rd;
             rd.last_entry = None;
             rd
@@ -1572,21 +1596,36 @@ impl<S: Storage> RawNode<S> {
         Unpersisted {
             last_entry: rd.last_entry,
             term_vote: rd.term_vote,
+            seq: self.handed_seq,
         }
     }
 
     /// Reports that the writes of a `Ready` let go by [`RawNode::advance_unpersisted`] (and
     /// of every `Ready` before it) are durable.
     pub fn on_persisted(&mut self, p: Unpersisted) {
-        if let Some((idx, term)) = p.last_entry {
+        // Durability of a later write says nothing about an earlier one still in flight:
+        // out of order, `persisted` would count entries that may yet be lost.
+        assert!(
+            p.seq == self.persisted_seq + 1,
+            "on_persisted out of order: got Ready #{} after #{} (handed off: {})",
+            p.seq,
+            self.persisted_seq,
+            self.handed_seq
+        );
+        self.persisted_seq = p.seq;
+        self.mark_persisted(p.last_entry, p.term_vote);
+    }
+
+    fn mark_persisted(&mut self, last_entry: Option<(u64, u64)>, term_vote: (u64, u64)) {
+        if let Some((idx, term)) = last_entry {
             // Written entries that were since replaced by a conflicting suffix do not count.
             if self.log.match_term(idx, term) {
                 self.persisted = self.persisted.max(idx);
             }
         }
         // Terms never go back, and within a term the vote is only ever set once.
-        if p.term_vote.0 >= self.durable_term_vote.0 {
-            self.durable_term_vote = p.term_vote;
+        if term_vote.0 >= self.durable_term_vote.0 {
+            self.durable_term_vote = term_vote;
         }
         if self.role == Role::Leader {
             let persisted = self.persisted.min(self.log.last_index());
@@ -1597,5 +1636,73 @@ impl<S: Storage> RawNode<S> {
                 }
             }
         }
+    }
+}
+
+/// Each broken invariant the core asserts crashes instead of corrupting state.
+#[cfg(test)]
+mod invariant_tests {
+    use super::*;
+    use crate::{ConfState, MemStorage};
+
+    /// A sole voter that won its election (term 2) and has `n` handed-off Readys for
+    /// proposals outstanding.
+    fn leader_with_hand_offs(n: usize) -> (RawNode<MemStorage>, Vec<Unpersisted>) {
+        let st = MemStorage::new_with_conf_state(ConfState::with_voters([1]));
+        let mut node = RawNode::new(&Config::new(1), st, 1).unwrap();
+        node.campaign();
+        let rd = node.ready();
+        node.storage_mut().append(&rd.entries).unwrap();
+        node.advance(rd);
+        let mut ups = Vec::new();
+        for i in 0..n {
+            node.propose(vec![i as u8]).unwrap();
+            let rd = node.ready();
+            node.storage_mut().append(&rd.entries).unwrap();
+            ups.push(node.advance_unpersisted(rd));
+        }
+        (node, ups)
+    }
+
+    #[test]
+    fn in_order_on_persisted_is_fine() {
+        let (mut node, ups) = leader_with_hand_offs(2);
+        for p in ups {
+            node.on_persisted(p);
+        }
+        let rd = node.ready();
+        node.advance(rd);
+    }
+
+    #[test]
+    #[should_panic(expected = "on_persisted out of order")]
+    fn on_persisted_out_of_order_panics() {
+        let (mut node, ups) = leader_with_hand_offs(2);
+        node.on_persisted(ups[1]);
+    }
+
+    #[test]
+    #[should_panic(expected = "on_persisted out of order")]
+    fn on_persisted_twice_panics() {
+        let (mut node, ups) = leader_with_hand_offs(1);
+        node.on_persisted(ups[0]);
+        node.on_persisted(ups[0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "advance while 1 handed-off")]
+    fn advance_with_hand_offs_outstanding_panics() {
+        let (mut node, _ups) = leader_with_hand_offs(1);
+        node.tick();
+        let rd = node.ready();
+        node.advance(rd);
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond the last index")]
+    fn commit_beyond_last_index_panics() {
+        let (mut node, _) = leader_with_hand_offs(0);
+        node.log.committed = node.log.last_index() + 1;
+        let _ = node.ready();
     }
 }

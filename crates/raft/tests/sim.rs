@@ -6,10 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use mast_raft::pipeline::{Pipeline, PipelineConfig, ReadBatcher, SnapshotSchedule, Step, Waiter};
 use mast_raft::{
     ConfChange, ConfChangeKind, ConfState, Config, EntryKind, MemStorage, Message, MessageKind,
-    RawNode, ReadOnlyOption, Ready, Role, Storage, Unpersisted,
+    RawNode, ReadOnlyOption, Ready, Role, Storage,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -92,11 +94,57 @@ fn mix(chain: u64, index: u64, term: u64, data: &[u8]) -> u64 {
     h
 }
 
-struct PendingRead {
-    ctx: u64,
-    /// Highest index applied anywhere when the read was issued: the read must see it.
+/// A client read waiting in a node's [`ReadBatcher`].
+struct SimRead {
+    id: u64,
+    /// Highest index applied anywhere when the read arrived: the read must see it.
     floor: u64,
-    issued: u64,
+    arrived: u64,
+}
+
+impl Waiter for SimRead {
+    fn is_abandoned(&self) -> bool {
+        false
+    }
+}
+
+/// Steps after which an issued read batch whose ReadIndex got lost is dropped.
+const READ_TIMEOUT_STEPS: u64 = 400;
+
+/// A handed-off write: in the node's storage at once, on its disk at `at` (in order, like
+/// the log), finished by the completer some time after that.
+struct Write {
+    ticket: u64,
+    at: u64,
+    entries: Vec<mast_raft::Entry>,
+    /// The commit index of the Ready (written with the entries, as the old hard state).
+    commit: u64,
+    on_disk: bool,
+}
+
+/// A snapshot being written off the driver (like the server's), durable at `at`.
+struct SnapWrite {
+    index: u64,
+    conf: ConfState,
+    data: Vec<u8>,
+    keep: u64,
+    at: u64,
+}
+
+/// How a node's driver and completer behave; drawn once per node.
+#[derive(Clone, Copy)]
+struct DriverKnobs {
+    in_flight_readies_max: usize,
+    /// Chance per step that the idle completer picks up the next ticket (it then waits for
+    /// that write's durability, possibly for many steps).
+    pick_per_mille: u32,
+    /// Chance per step that the completer, its ticket durable, runs `finish` (task
+    /// scheduling lag: a Whole may be handled in the same step, before it).
+    finish_per_mille: u32,
+    /// Chance per step that waiting reads are issued as one batch.
+    issue_per_mille: u32,
+    snapshot_every_entries: u64,
+    snapshot_every_bytes: u64,
 }
 
 struct Node {
@@ -104,46 +152,30 @@ struct Node {
     /// Durable storage while crashed.
     down_storage: Option<MemStorage>,
     restart_at: u64,
-    /// What the node's disk holds: writes reach it only when their `Ready` is persisted,
-    /// so a crash restarts from it and loses whatever was handed off but not yet durable.
+    /// What the node's disk holds: writes reach it only when they are durable, so a crash
+    /// restarts from it and loses whatever was handed off but not yet durable.
     durable: MemStorage,
-    /// Readys taken and not yet durable, oldest first, each with the step it becomes
-    /// durable at. More than one only when `pipelined`.
-    pending: VecDeque<Pending>,
-    /// Hands writes off with `advance_unpersisted` and takes the next `Ready` before the
-    /// previous one is durable (the server's pipelined log), instead of `advance` after.
-    pipelined: bool,
+    knobs: DriverKnobs,
+    /// The driver's rules (the server's own).
+    pipeline: Pipeline,
+    /// Handed-off writes not yet finished, in ticket order.
+    writes: VecDeque<Write>,
+    /// The ticket the completer picked up and waits on.
+    completing: Option<u64>,
+    /// The outstanding Whole step and the step its writes are durable at.
+    whole: Option<(Box<Ready>, u64)>,
     sm: Sm,
-    /// Read states received, waiting for the state machine to catch up.
-    read_states: Vec<(u64, u64)>,
-    reads: Vec<PendingRead>,
+    reads: ReadBatcher<SimRead>,
+    boots: u64,
+    schedule: SnapshotSchedule,
+    snap_write: Option<SnapWrite>,
     /// Marked for removal from the simulation (its removal committed) at this step.
     retire_at: Option<u64>,
-    snapshot_every: u64,
 }
 
-enum Pending {
-    /// Written to storage and advanced when persisted (`advance`).
-    Whole { rd: Box<Ready>, at: u64 },
-    /// Already in storage and advanced with `advance_unpersisted`; what remains to do once
-    /// durable.
-    HandedOff {
-        at: u64,
-        unpersisted: Unpersisted,
-        entries: Vec<mast_raft::Entry>,
-        hard_state: Option<mast_raft::HardState>,
-        persisted_messages: Vec<Message>,
-        committed_entries: Vec<mast_raft::Entry>,
-        read_states: Vec<mast_raft::ReadState>,
-    },
-}
-
-impl Pending {
-    fn at(&self) -> u64 {
-        match self {
-            Pending::Whole { at, .. } | Pending::HandedOff { at, .. } => *at,
-        }
-    }
+/// A snapshot's cost in the schedule (the server counts keys; the sim's state has none).
+fn snapshot_cost(sm: &Sm) -> u64 {
+    sm.index / 16
 }
 
 struct InFlight {
@@ -159,6 +191,8 @@ struct Sim {
     knobs: Knobs,
     base_cfg: Config,
     bug: DriverBug,
+    /// Planted bug in the pipeline (feature `mutants`).
+    drain_on_dequeue: bool,
     nodes: BTreeMap<u64, Node>,
     next_id: u64,
     net: Vec<InFlight>,
@@ -230,6 +264,7 @@ impl Sim {
         }
         #[cfg(not(feature = "mutants"))]
         let _ = mutant;
+        let drain_on_dequeue = mutant == Some("drain-on-dequeue");
         let calm = rng.gen_bool(0.15);
         let knobs = Knobs {
             drop_per_mille: if calm { 0 } else { rng.gen_range(0..120) },
@@ -253,6 +288,7 @@ impl Sim {
             knobs,
             base_cfg: cfg,
             bug,
+            drain_on_dequeue,
             nodes: BTreeMap::new(),
             next_id: n + 1,
             net: Vec::new(),
@@ -287,26 +323,53 @@ impl Sim {
     }
 
     fn add_node(&mut self, id: u64, storage: MemStorage) {
-        let snapshot_every = self.rng.gen_range(8..60);
-        let pipelined = self.rng.gen_bool(0.5);
+        let knobs = DriverKnobs {
+            in_flight_readies_max: if self.rng.gen_bool(0.5) { 1 } else { 8 },
+            pick_per_mille: if self.rng.gen_bool(0.5) {
+                1000
+            } else {
+                self.rng.gen_range(100..1000)
+            },
+            finish_per_mille: self.rng.gen_range(300..=1000),
+            issue_per_mille: self.rng.gen_range(200..=1000),
+            snapshot_every_entries: self.rng.gen_range(8..60),
+            snapshot_every_bytes: self.rng.gen_range(500..4000),
+        };
         let mut node = Node {
             raw: None,
             durable: storage.clone(),
             down_storage: Some(storage),
             restart_at: 0,
-            pending: VecDeque::new(),
-            pipelined,
+            knobs,
+            pipeline: Pipeline::new(PipelineConfig::new(1), 0, 0),
+            writes: VecDeque::new(),
+            completing: None,
+            whole: None,
             sm: Sm::default(),
-            read_states: Vec::new(),
-            reads: Vec::new(),
+            reads: ReadBatcher::new(id, 0, 32),
+            boots: 0,
+            schedule: SnapshotSchedule::new(1, 1, 0, 0),
+            snap_write: None,
             retire_at: None,
-            snapshot_every,
         };
-        Self::boot(&self.base_cfg, self.seed, &mut node, id).expect("boot a fresh node");
+        Self::boot(
+            &self.base_cfg,
+            self.drain_on_dequeue,
+            self.seed,
+            &mut node,
+            id,
+        )
+        .expect("boot a fresh node");
         self.nodes.insert(id, node);
     }
 
-    fn boot(base: &Config, seed: u64, node: &mut Node, id: u64) -> SimResult<()> {
+    fn boot(
+        base: &Config,
+        drain_on_dequeue: bool,
+        seed: u64,
+        node: &mut Node,
+        id: u64,
+    ) -> SimResult<()> {
         let storage = node.down_storage.take().ok_or("boot without storage")?;
         node.durable = storage.clone();
         let snap = storage.snapshot().map_err(|e| e.to_string())?;
@@ -314,12 +377,31 @@ impl Sim {
         let mut cfg = base.clone();
         cfg.id = id;
         cfg.applied = node.sm.index;
+        let hs = storage.hard_state();
         let raw = RawNode::new(&cfg, storage, seed.wrapping_mul(31).wrapping_add(id))
             .map_err(|e| format!("node {id} failed to restart: {e}"))?;
         node.raw = Some(raw);
-        node.read_states.clear();
-        node.reads.clear();
-        node.pending.clear();
+        #[allow(unused_mut)]
+        let mut pcfg = PipelineConfig::new(node.knobs.in_flight_readies_max);
+        #[cfg(feature = "mutants")]
+        if drain_on_dequeue {
+            pcfg.mutant = mast_raft::Mutant::DrainOnDequeue;
+        }
+        #[cfg(not(feature = "mutants"))]
+        let _ = drain_on_dequeue;
+        node.pipeline = Pipeline::new(pcfg, hs.term, hs.vote);
+        node.writes.clear();
+        node.completing = None;
+        node.whole = None;
+        node.boots += 1;
+        node.reads = ReadBatcher::new(id, node.boots, 32);
+        node.schedule = SnapshotSchedule::new(
+            node.knobs.snapshot_every_entries,
+            node.knobs.snapshot_every_bytes,
+            snap.meta.index,
+            snapshot_cost(&node.sm),
+        );
+        node.snap_write = None;
         Ok(())
     }
 
@@ -330,8 +412,10 @@ impl Sim {
         if node.raw.take().is_none() {
             return;
         }
-        // Whatever was not yet durable is lost.
-        node.pending.clear();
+        // Whatever was not yet durable is lost (the disk holds what reached it).
+        node.writes.clear();
+        node.whole = None;
+        node.snap_write = None;
         node.down_storage = Some(node.durable.clone());
         node.restart_at = self.now + self.rng.gen_range(1..200);
         self.log(|| format!("crash {id}"));
@@ -380,22 +464,31 @@ impl Sim {
                 self.knobs.max_persist_steps
             };
             let persist_delay = self.rng.gen_range(0..=max_persist);
+            let issue_roll = self.rng.gen_range(0..1000);
+            let now = self.now;
             let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
             let Some(raw) = node.raw.as_mut() else {
                 continue;
             };
-            let busy = match node.pending.back() {
-                None => false,
-                Some(Pending::HandedOff { .. }) => !node.pipelined,
-                Some(Pending::Whole { .. }) => true,
-            };
-            if busy || !raw.has_ready() {
-                continue;
+            // The driver issues the reads gathered since its last turn as one batch.
+            if issue_roll < node.knobs.issue_per_mille {
+                if let Some(ctx) = node.reads.issue(now) {
+                    if raw.read_index(ctx.clone()).is_err() {
+                        // Their clients hear "no leader" and retry elsewhere.
+                        node.reads.issue_failed(&ctx);
+                    }
+                }
             }
-            let mut rd = raw.ready();
-            let msgs = std::mem::take(&mut rd.messages);
+            let Some(step) = node.pipeline.next(raw) else {
+                continue;
+            };
             let term = raw.term();
-            if let Some(ss) = rd.soft_state {
+            let commit = raw.commit();
+            let soft_state = match &step {
+                Step::HandOff { soft_state, .. } => *soft_state,
+                Step::Whole(rd) => rd.soft_state,
+            };
+            if let Some(ss) = soft_state {
                 self.log(|| format!("{id} soft state {ss:?} term {term}"));
                 if ss.role == Role::Leader {
                     if let Some(&other) = self.leaders.get(&term) {
@@ -413,46 +506,88 @@ impl Sim {
                     self.log(|| format!("{id} leads term {term}"));
                 }
             }
-            if self.bug == DriverBug::ApplyBeforeDurable {
-                let ents = std::mem::take(&mut rd.committed_entries);
-                self.apply_entries(id, &ents)?;
-            }
-            if self.bug == DriverBug::AckBeforeDurable {
-                let after = std::mem::take(&mut rd.persisted_messages);
-                self.send(after);
-            }
-            self.send(msgs);
-            let at = self.now + persist_delay;
-            let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
-            let raw = node.raw.as_mut().ok_or("no raw node")?;
-            let pending = if node.pipelined && rd.snapshot.is_none() {
-                let st = raw.storage_mut();
-                st.append(&rd.entries).map_err(|e| format!("append: {e}"))?;
-                if let Some(hs) = rd.hard_state {
-                    st.set_hard_state(hs);
-                }
-                let entries = std::mem::take(&mut rd.entries);
-                let hard_state = rd.hard_state.take();
-                let persisted_messages = std::mem::take(&mut rd.persisted_messages);
-                let committed_entries = std::mem::take(&mut rd.committed_entries);
-                let read_states = std::mem::take(&mut rd.read_states);
-                let unpersisted = raw.advance_unpersisted(rd);
-                Pending::HandedOff {
-                    at,
-                    unpersisted,
+            match step {
+                Step::HandOff {
+                    ticket,
+                    messages,
                     entries,
-                    hard_state,
-                    persisted_messages,
-                    committed_entries,
-                    read_states,
+                    ..
+                } => {
+                    self.send(messages);
+                    let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
+                    let raw = node.raw.as_mut().ok_or("no raw node")?;
+                    let st = raw.storage_mut();
+                    st.append(&entries).map_err(|e| format!("append: {e}"))?;
+                    let mut hs = st.hard_state();
+                    hs.commit = hs.commit.max(commit);
+                    st.set_hard_state(hs);
+                    // The log makes writes durable in the order they were queued.
+                    let at = node
+                        .writes
+                        .back()
+                        .map_or(0, |w| w.at)
+                        .max(now + persist_delay);
+                    node.writes.push_back(Write {
+                        ticket,
+                        at,
+                        entries,
+                        commit,
+                        on_disk: false,
+                    });
+                    if self.bug != DriverBug::None {
+                        let mut f = node
+                            .pipeline
+                            .unfinished_work_mut(ticket)
+                            .map(std::mem::take)
+                            .unwrap_or_default();
+                        self.planted_driver_bug(
+                            id,
+                            &mut f.persisted_messages,
+                            &mut f.committed_entries,
+                        )?;
+                        // The rest happens when the write is finished, as usual.
+                        let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
+                        if let Some(w) = node.pipeline.unfinished_work_mut(ticket) {
+                            *w = f;
+                        }
+                    }
                 }
-            } else {
-                Pending::Whole {
-                    rd: Box::new(rd),
-                    at,
+                Step::Whole(mut rd) => {
+                    let Ready {
+                        persisted_messages,
+                        committed_entries,
+                        ..
+                    } = &mut *rd;
+                    self.planted_driver_bug(id, persisted_messages, committed_entries)?;
+                    self.send(std::mem::take(&mut rd.messages));
+                    let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
+                    // Behind every earlier write in the log.
+                    let at = node
+                        .writes
+                        .back()
+                        .map_or(0, |w| w.at)
+                        .max(now + persist_delay);
+                    node.whole = Some((rd, at));
                 }
-            };
-            node.pending.push_back(pending);
+            }
+        }
+        Ok(())
+    }
+
+    /// A planted driver bug: acts at once on work that must wait for durability.
+    fn planted_driver_bug(
+        &mut self,
+        id: u64,
+        persisted_messages: &mut Vec<Message>,
+        committed_entries: &mut Vec<mast_raft::Entry>,
+    ) -> SimResult<()> {
+        if self.bug == DriverBug::ApplyBeforeDurable {
+            let ents = std::mem::take(committed_entries);
+            self.apply_entries(id, &ents)?;
+        }
+        if self.bug == DriverBug::AckBeforeDurable {
+            let after = std::mem::take(persisted_messages);
+            self.send(after);
         }
         Ok(())
     }
@@ -474,58 +609,106 @@ impl Sim {
         Ok(())
     }
 
-    fn take_read_states(&mut self, id: u64, states: Vec<mast_raft::ReadState>) -> SimResult<()> {
-        let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
-        for rs in states {
-            let mut ctx = [0u8; 8];
-            if rs.request_ctx.len() == 8 {
-                ctx.copy_from_slice(&rs.request_ctx);
-                node.read_states.push((u64::from_le_bytes(ctx), rs.index));
+    fn persist_due(&mut self) -> SimResult<()> {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.disk_due(id)?;
+            self.snapshot_due(id)?;
+            // The completer and the driver are separate tasks: once both have something to
+            // do, either may run first.
+            if self.rng.gen_bool(0.5) {
+                self.completer(id)?;
+                self.whole_due(id)?;
+            } else {
+                self.whole_due(id)?;
+                self.completer(id)?;
             }
         }
         Ok(())
     }
 
-    fn persist_due(&mut self) -> SimResult<()> {
-        let ids: Vec<u64> = self.nodes.keys().copied().collect();
-        for id in ids {
-            loop {
-                let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
-                let due = node.pending.front().is_some_and(|p| p.at() <= self.now);
-                if !due || node.raw.is_none() {
-                    break;
-                }
-                match node.pending.pop_front().ok_or("no pending ready")? {
-                    Pending::Whole { rd, .. } => self.persist_whole(id, *rd)?,
-                    Pending::HandedOff {
-                        unpersisted,
-                        entries,
-                        hard_state,
-                        persisted_messages,
-                        committed_entries,
-                        read_states,
-                        ..
-                    } => {
-                        node.durable
-                            .append(&entries)
-                            .map_err(|e| format!("durable append: {e}"))?;
-                        if let Some(hs) = hard_state {
-                            node.durable.set_hard_state(hs);
-                        }
-                        self.check_entries_seen(&entries)?;
-                        self.send(persisted_messages);
-                        self.apply_entries(id, &committed_entries)?;
-                        self.take_read_states(id, read_states)?;
-                        let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
-                        let raw = node.raw.as_mut().ok_or("no raw node")?;
-                        raw.on_persisted(unpersisted);
-                        self.maybe_snapshot(id)?;
-                        self.serve_reads(id)?;
-                    }
-                }
-            }
+    /// Handed-off writes reach the disk in the order they were queued, each at its step.
+    fn disk_due(&mut self, id: u64) -> SimResult<()> {
+        let now = self.now;
+        let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
+        if node.raw.is_none() {
+            return Ok(());
         }
-        Ok(())
+        let mut landed = Vec::new();
+        for w in node.writes.iter_mut() {
+            if w.at > now {
+                break;
+            }
+            if w.on_disk {
+                continue;
+            }
+            node.durable
+                .append(&w.entries)
+                .map_err(|e| format!("durable append: {e}"))?;
+            let mut hs = node.durable.hard_state();
+            hs.commit = hs.commit.max(w.commit);
+            node.durable.set_hard_state(hs);
+            w.on_disk = true;
+            landed.extend(w.entries.iter().cloned());
+        }
+        self.check_entries_seen(&landed)
+    }
+
+    /// The completer: picks up the oldest handed-off ticket (maybe long before its write is
+    /// durable), and finishes it some time after it is durable.
+    fn completer(&mut self, id: u64) -> SimResult<()> {
+        loop {
+            let pick = self.rng.gen_range(0..1000);
+            let fin = self.rng.gen_range(0..1000);
+            let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
+            let Some(raw) = node.raw.as_mut() else {
+                return Ok(());
+            };
+            let ticket = match node.completing {
+                Some(t) => t,
+                None => {
+                    if pick >= node.knobs.pick_per_mille {
+                        return Ok(());
+                    }
+                    let Some(t) = node.pipeline.begin_finish() else {
+                        return Ok(());
+                    };
+                    node.completing = Some(t);
+                    t
+                }
+            };
+            let front = node
+                .writes
+                .front()
+                .ok_or("completer: picked a ticket with no write")?;
+            if front.ticket != ticket {
+                let f = front.ticket;
+                return Err(self.fail(format!(
+                    "node {id}: completer picked ticket {ticket} but the oldest write is {f}"
+                )));
+            }
+            if !front.on_disk || fin >= node.knobs.finish_per_mille {
+                return Ok(());
+            }
+            node.writes.pop_front();
+            node.completing = None;
+            let f = node.pipeline.finish(raw, ticket);
+            node.reads.on_read_states(&f.read_states);
+            self.send(f.persisted_messages);
+            self.apply_entries(id, &f.committed_entries)?;
+            self.maybe_snapshot(id)?;
+            self.serve_reads(id)?;
+        }
+    }
+
+    fn whole_due(&mut self, id: u64) -> SimResult<()> {
+        let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
+        let due = node.whole.as_ref().is_some_and(|(_, at)| *at <= self.now);
+        if !due || node.raw.is_none() {
+            return Ok(());
+        }
+        let (rd, _) = node.whole.take().ok_or("no whole step")?;
+        self.persist_whole(id, *rd)
     }
 
     fn persist_whole(&mut self, id: u64, mut rd: Ready) -> SimResult<()> {
@@ -551,15 +734,17 @@ impl Sim {
                 node.sm = sm;
             }
             let sm = node.sm;
+            node.schedule.installed(s.meta.index, snapshot_cost(&sm));
             self.check_applied(id, sm.index, s.meta.term, sm.chain)?;
         }
         let ents = std::mem::take(&mut rd.committed_entries);
         self.apply_entries(id, &ents)?;
         let states = std::mem::take(&mut rd.read_states);
-        self.take_read_states(id, states)?;
         let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
+        node.reads.on_read_states(&states);
         let raw = node.raw.as_mut().ok_or("no raw node")?;
         raw.advance(rd);
+        node.pipeline.whole_done();
         self.maybe_snapshot(id)?;
         self.serve_reads(id)?;
         Ok(())
@@ -585,7 +770,18 @@ impl Sim {
     fn apply_entries(&mut self, id: u64, ents: &[mast_raft::Entry]) -> SimResult<()> {
         for e in ents {
             let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
+            node.schedule.applied_bytes(e.data.len() as u64);
             if e.index <= node.sm.index {
+                if self.bug == DriverBug::None {
+                    // Only a snapshot moves the state past entries not yet applied, and it
+                    // is installed only once everything handed off before it is finished.
+                    let at = node.sm.index;
+                    return Err(self.fail(format!(
+                        "node {id} was handed entry {} to apply at or below its state {at} \
+                         (applied over an installed snapshot)",
+                        e.index
+                    )));
+                }
                 continue;
             }
             if e.index != node.sm.index + 1 {
@@ -621,64 +817,73 @@ impl Sim {
         Ok(())
     }
 
+    /// Starts a snapshot when the schedule says so; it is written off the driver and
+    /// becomes durable a few steps later (`snapshot_due`), like the server's.
     fn maybe_snapshot(&mut self, id: u64) -> SimResult<()> {
         let keep = self.rng.gen_range(0..6);
+        let at = self.now + self.rng.gen_range(0..4);
         let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
         let sm = node.sm;
-        let every = node.snapshot_every;
-        let Some(raw) = node.raw.as_mut() else {
+        let Some(raw) = node.raw.as_ref() else {
             return Ok(());
         };
-        let snap_index = raw
-            .storage()
-            .snapshot()
-            .map_err(|e| e.to_string())?
-            .meta
-            .index;
-        if sm.index < snap_index + every {
+        if !node.schedule.due(sm.index) {
             return Ok(());
         }
         let conf = raw.applied_conf_state().clone();
-        // A snapshot is durable at once, like the server's. Applied entries are durable
-        // too, except under the apply-before-durable driver bug: then the disk keeps its
-        // older snapshot and log.
-        let on_disk = node.durable.last_index().is_ok_and(|last| last >= sm.index);
-        let mut stores = vec![raw.storage_mut()];
-        if on_disk {
-            stores.push(&mut node.durable);
+        node.schedule.started(sm.index, snapshot_cost(&sm));
+        node.snap_write = Some(SnapWrite {
+            index: sm.index,
+            conf,
+            data: sm.encode(),
+            keep,
+            at,
+        });
+        Ok(())
+    }
+
+    /// A snapshot being written is durable: record it and compact the log behind it.
+    fn snapshot_due(&mut self, id: u64) -> SimResult<()> {
+        let now = self.now;
+        let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
+        let Some(raw) = node.raw.as_mut() else {
+            return Ok(());
+        };
+        if node.snap_write.as_ref().is_none_or(|w| w.at > now) {
+            return Ok(());
         }
-        for st in stores {
-            st.create_snapshot(sm.index, conf.clone(), sm.encode())
-                .map_err(|e| format!("create_snapshot: {e}"))?;
-            st.compact(sm.index.saturating_sub(keep))
-                .map_err(|e| format!("compact: {e}"))?;
+        let sw = node.snap_write.take().ok_or("no snapshot write")?;
+        let snap_index = |st: &MemStorage| st.snapshot().map_or(0, |s| s.meta.index);
+        // A leader's snapshot installed meanwhile supersedes this one.
+        if sw.index > snap_index(raw.storage()) {
+            // Applied entries are durable too, except under the apply-before-durable driver
+            // bug: then the disk keeps its older snapshot and log.
+            let on_disk = node.durable.last_index().is_ok_and(|last| last >= sw.index)
+                && snap_index(&node.durable) < sw.index;
+            let mut stores = vec![raw.storage_mut()];
+            if on_disk {
+                stores.push(&mut node.durable);
+            }
+            for st in stores {
+                st.create_snapshot(sw.index, sw.conf.clone(), sw.data.clone())
+                    .map_err(|e| format!("create_snapshot: {e}"))?;
+                st.compact(sw.index.saturating_sub(sw.keep))
+                    .map_err(|e| format!("compact: {e}"))?;
+            }
         }
+        node.schedule.finished(sw.index);
         Ok(())
     }
 
     fn serve_reads(&mut self, id: u64) -> SimResult<()> {
         let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
-        let sm = node.sm;
-        let mut served = Vec::new();
-        node.read_states.retain(|&(ctx, index)| {
-            if sm.index >= index {
-                served.push((ctx, index));
-                false
-            } else {
-                true
-            }
-        });
-        for (ctx, index) in served {
-            let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
-            let Some(pos) = node.reads.iter().position(|r| r.ctx == ctx) else {
-                continue;
-            };
-            let r = node.reads.remove(pos);
-            if index < r.floor {
+        let applied = node.sm.index;
+        for (index, r) in node.reads.applied_with_index(applied) {
+            if index < r.floor || applied < r.floor {
                 return Err(self.fail(format!(
-                    "linearizable read: node {id} read {ctx} issued at step {} got read index \
-                     {index} but index {} was already applied",
-                    r.issued, r.floor
+                    "linearizable read: node {id} read {} arrived at step {} got read index \
+                     {index} (served at {applied}) but index {} was already applied",
+                    r.id, r.arrived, r.floor
                 )));
             }
             self.reads_served += 1;
@@ -772,8 +977,14 @@ impl Sim {
             let node = &self.nodes[id];
             if node.raw.is_none() && node.restart_at <= self.now {
                 let node = self.nodes.get_mut(id).ok_or("node vanished")?;
-                Self::boot(&self.base_cfg, self.seed ^ self.now, node, *id)
-                    .map_err(|e| format!("seed {}: {e}", self.seed))?;
+                Self::boot(
+                    &self.base_cfg,
+                    self.drain_on_dequeue,
+                    self.seed ^ self.now,
+                    node,
+                    *id,
+                )
+                .map_err(|e| format!("seed {}: {e}", self.seed))?;
                 self.commit_checked.remove(id);
                 self.log(|| format!("restart {id}"));
             }
@@ -960,26 +1171,20 @@ impl Sim {
                 st.0 = self.now;
             }
         }
-        // Reads.
+        // Reads: queued on a node, issued in batches by its driver.
         if self.rng.gen_bool(0.05) {
             let target = alive[self.rng.gen_range(0..alive.len())];
-            let ctx = self.next_read;
+            let id = self.next_read;
             self.next_read += 1;
-            let floor = self.max_applied;
-            let now = self.now;
+            let read = SimRead {
+                id,
+                floor: self.max_applied,
+                arrived: self.now,
+            };
             let node = self.nodes.get_mut(&target).ok_or("node vanished")?;
-            if let Some(raw) = node.raw.as_mut() {
-                if raw.read_index(ctx.to_le_bytes().to_vec()).is_ok() {
-                    node.reads.push(PendingRead {
-                        ctx,
-                        floor,
-                        issued: now,
-                    });
-                    // Bound memory: a read whose answer was lost is abandoned by its client.
-                    if node.reads.len() > 32 {
-                        node.reads.remove(0);
-                    }
-                }
+            if node.raw.is_some() {
+                // Refused when the node has too many waiting: the client gives up.
+                let _ = node.reads.push(read);
             }
         }
         // Occasionally a leadership transfer or a forced campaign.
@@ -1104,6 +1309,12 @@ impl Sim {
                 }
             }
         }
+        if self.now.is_multiple_of(50) {
+            let now = self.now;
+            for n in self.nodes.values_mut() {
+                n.reads.sweep(now, READ_TIMEOUT_STEPS);
+            }
+        }
         self.faults()?;
         self.clients()?;
         self.take_readies()?;
@@ -1209,12 +1420,28 @@ impl Sim {
 }
 
 fn run_seed(seed: u64, bug: DriverBug, mutant: Option<&str>) -> SimResult<Sim> {
-    let mut sim = Sim::new(seed, bug, mutant);
-    let r = sim.run();
-    if let (Err(_), Some(t)) = (&r, &sim.trace) {
-        eprintln!("{t}");
+    // An assertion in the core or the pipeline is a failure of this seed, not of the run.
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        let mut sim = Sim::new(seed, bug, mutant);
+        let r = sim.run();
+        (sim, r)
+    }));
+    match r {
+        Ok((sim, r)) => {
+            if let (Err(_), Some(t)) = (&r, &sim.trace) {
+                eprintln!("{t}");
+            }
+            r.map(|_| sim)
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "(non-string panic)".to_string());
+            Err(format!("seed {seed}: panicked: {what}"))
+        }
     }
-    r.map(|_| sim)
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -1279,7 +1506,7 @@ fn sim() {
 #[test]
 fn planted() {
     let max_seeds = env_u64("MAST_SIM_PLANTED_SEEDS").unwrap_or(1000);
-    let cases: [(&str, DriverBug, Option<&str>); 6] = [
+    let cases: [(&str, DriverBug, Option<&str>); 7] = [
         (
             "count-undurable-self",
             DriverBug::None,
@@ -1306,6 +1533,11 @@ fn planted() {
             Some("read-index-without-quorum"),
         ),
         ("ack-before-durable", DriverBug::AckBeforeDurable, None),
+        (
+            "drain-on-dequeue",
+            DriverBug::None,
+            Some("drain-on-dequeue"),
+        ),
     ];
     let mut missed = Vec::new();
     for (name, bug, mutant) in cases {
