@@ -348,7 +348,7 @@ impl Sim {
         let (mut i, mut max_before) = (0, None::<&Answer>);
         for b in by_sent {
             while i < by_received.len() && by_received[i].received < b.sent {
-                if max_before.is_none_or(|m| by_received[i].ts > m.ts) {
+                if max_before.map_or(true, |m| by_received[i].ts > m.ts) {
                     max_before = Some(by_received[i]);
                 }
                 i += 1;

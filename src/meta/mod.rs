@@ -159,9 +159,11 @@ impl StateMachine for MetaTable {
                     t.global =
                         GlobalState::restore(&s.bytes).map_err(|e| format!("global table: {e}"))?
                 }
-                (tag, version) => return Err(format!(
+                (tag, version) => {
+                    return Err(format!(
                     "snapshot section {tag} version {version} is unknown to this version of mast"
-                )),
+                ))
+                }
             }
         }
         t.applied = applied.ok_or("snapshot has no meta section")?;

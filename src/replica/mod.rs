@@ -28,9 +28,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_channel::oneshot;
 use mast_log::{EntryRecord, Log, LogOptions};
+use mast_raft::pipeline::{Pipeline, PipelineConfig, Step};
 use mast_raft::{
     ConfChange, ConfChangeKind, ConfState, Entry, EntryKind, HardState, Message, RawNode,
-    ReadState, Ready, Role, Snapshot, SnapshotMeta, Status, Storage, StorageError, Unpersisted,
+    ReadState, Ready, Role, Snapshot, SnapshotMeta, Status, Storage, StorageError,
 };
 use mast_wire::{FrameKind, PeerTransport, SendError, TransportConfig};
 use tracing::{error, info, warn};
@@ -379,12 +380,11 @@ pub struct Group<S: StateMachine> {
     members: RefCell<BTreeMap<u64, MemberAddrs>>,
     kick: flume::Sender<()>,
     kicked: flume::Receiver<()>,
-    /// Readys handed to the log and not yet picked up by the completer, oldest first.
-    in_flight: RefCell<VecDeque<InFlight>>,
-    /// Readys handed off and not yet finished: those in `in_flight` plus the one the
-    /// completer may be waiting on. The driver's bound and drain count these, not the queue,
-    /// so "everything before is finished" really means finished.
-    unfinished: Cell<usize>,
+    /// The driver's rules (hand-off or whole, the drain, the in-flight bound): pure, and the
+    /// same code the raft simulator drives.
+    pipeline: RefCell<Pipeline>,
+    /// Log writes of handed-off Readys, by ticket, oldest first, for the completer.
+    durables: RefCell<VecDeque<(u64, mast_log::Durable)>>,
     /// Wakes the completer when `in_flight` gains an element.
     in_flight_added: (flume::Sender<()>, flume::Receiver<()>),
     /// Wakes the driver when the completer finished one.
@@ -407,15 +407,6 @@ pub struct Group<S: StateMachine> {
 /// Readys handed to the log at once, before the previous ones are durable: enough to keep
 /// the disk busy (the log coalesces whatever queues behind a write into one batch).
 const IN_FLIGHT_READIES_MAX: usize = 8;
-
-/// What remains of a `Ready` handed to the log, for once its writes are durable.
-struct InFlight {
-    durable: mast_log::Durable,
-    unpersisted: Unpersisted,
-    persisted_messages: Vec<Message>,
-    committed_entries: Vec<Entry>,
-    read_states: Vec<ReadState>,
-}
 
 /// A value that differs between starts of the process (time and pid).
 fn boot_nonce() -> u64 {
@@ -565,8 +556,12 @@ impl<S: StateMachine> Group<S> {
             members: RefCell::new(peers.clone()),
             kick,
             kicked,
-            in_flight: RefCell::new(VecDeque::new()),
-            unfinished: Cell::new(0),
+            pipeline: RefCell::new(Pipeline::new(
+                PipelineConfig::new(IN_FLIGHT_READIES_MAX),
+                hs.term,
+                hs.vote,
+            )),
+            durables: RefCell::new(VecDeque::new()),
             in_flight_added: flume::bounded(1),
             in_flight_done: flume::bounded(1),
             leader_ready: Cell::new(None),
@@ -964,70 +959,68 @@ impl<S: StateMachine> Group<S> {
             self.issue_reads();
             // Bounded per wake-up: the ticker's next kick resumes any remainder.
             for _ in 0..64 {
-                if !self.node.borrow().has_ready() {
-                    break;
-                }
-                self.wait_unfinished_below(IN_FLIGHT_READIES_MAX).await;
-                let rd = self.node.borrow_mut().ready();
-                if self.can_hand_off(&rd) {
-                    self.hand_off(rd);
-                } else {
-                    self.wait_unfinished_below(1).await;
-                    self.handle_ready(rd).await;
-                    self.maybe_snapshot();
+                let step = {
+                    let mut node = self.node.borrow_mut();
+                    self.pipeline.borrow_mut().next(&mut node)
+                };
+                match step {
+                    Some(Step::HandOff {
+                        ticket,
+                        soft_state,
+                        messages,
+                        entries,
+                    }) => {
+                        self.note_soft_state(soft_state.as_ref());
+                        self.send_all(messages);
+                        let durable = self.write_entries(&entries);
+                        self.durables.borrow_mut().push_back((ticket, durable));
+                        let _ = self.in_flight_added.0.try_send(());
+                    }
+                    Some(Step::Whole(rd)) => {
+                        self.handle_ready(*rd).await;
+                        self.pipeline.borrow_mut().whole_done();
+                        self.maybe_snapshot();
+                    }
+                    None => {
+                        // Held back by the in-flight bound or the drain before a whole
+                        // Ready: wait for the completer to finish one, then ask again.
+                        let blocked = {
+                            let p = self.pipeline.borrow();
+                            p.unfinished() > 0 && (p.is_holding() || self.node.borrow().has_ready())
+                        };
+                        if !blocked {
+                            break;
+                        }
+                        let _ = self.in_flight_done.1.recv_async().await;
+                    }
                 }
             }
         }
-    }
-
-    async fn wait_unfinished_below(&self, n: usize) {
-        while self.unfinished.get() >= n {
-            let _ = self.in_flight_done.1.recv_async().await;
-        }
-    }
-
-    fn can_hand_off(&self, rd: &Ready) -> bool {
-        let persisted = self.persisted_hard_state.get();
-        let same_term_vote = match rd.hard_state {
-            Some(hs) => hs.term == persisted.term && hs.vote == persisted.vote,
-            None => true,
-        };
-        rd.snapshot.is_none() && same_term_vote
-    }
-
-    fn hand_off(&self, mut rd: Ready) {
-        self.note_soft_state(&rd);
-        self.send_all(std::mem::take(&mut rd.messages));
-        let durable = self.write_entries(&rd.entries);
-        let persisted_messages = std::mem::take(&mut rd.persisted_messages);
-        let committed_entries = std::mem::take(&mut rd.committed_entries);
-        let read_states = std::mem::take(&mut rd.read_states);
-        let unpersisted = self.node.borrow_mut().advance_unpersisted(rd);
-        self.unfinished.set(self.unfinished.get() + 1);
-        self.in_flight.borrow_mut().push_back(InFlight {
-            durable,
-            unpersisted,
-            persisted_messages,
-            committed_entries,
-            read_states,
-        });
-        let _ = self.in_flight_added.0.try_send(());
     }
 
     /// Finishes handed-off Readys in order as the log makes them durable.
     async fn completer(self: Rc<Self>) {
         loop {
-            let next = self.in_flight.borrow_mut().pop_front();
-            let Some(f) = next else {
+            let next = self.durables.borrow_mut().pop_front();
+            let Some((ticket, durable)) = next else {
                 if self.in_flight_added.1.recv_async().await.is_err() {
                     return;
                 }
                 continue;
             };
-            if let Err(e) = f.durable.await {
+            let picked = self.pipeline.borrow_mut().begin_finish();
+            assert_eq!(
+                picked,
+                Some(ticket),
+                "completer out of step with the pipeline"
+            );
+            if let Err(e) = durable.await {
                 self.fatal("log fsync", e);
             }
-            self.node.borrow_mut().on_persisted(f.unpersisted);
+            let f = {
+                let mut node = self.node.borrow_mut();
+                self.pipeline.borrow_mut().finish(&mut node, ticket)
+            };
             // Durability may have moved the commit index: there may be a new Ready. Kicked
             // first so the driver is queued ahead of the replies `apply` wakes.
             self.kick();
@@ -1035,7 +1028,6 @@ impl<S: StateMachine> Group<S> {
             self.apply(f.committed_entries);
             self.complete_read_states(f.read_states);
             self.maybe_snapshot();
-            self.unfinished.set(self.unfinished.get() - 1);
             let _ = self.in_flight_done.0.try_send(());
         }
     }
@@ -1066,8 +1058,8 @@ impl<S: StateMachine> Group<S> {
         std::process::abort();
     }
 
-    fn note_soft_state(&self, rd: &Ready) {
-        if let Some(ss) = &rd.soft_state {
+    fn note_soft_state(&self, soft_state: Option<&mast_raft::SoftState>) {
+        if let Some(ss) = soft_state {
             let was = self.leader.replace(ss.leader);
             if was != ss.leader {
                 info!(shard = self.shard, leader = ss.leader, role = ?ss.role, "leader changed");
@@ -1096,7 +1088,7 @@ impl<S: StateMachine> Group<S> {
 
     /// The whole `Ready` contract in one go, for a `Ready` that cannot be handed off.
     async fn handle_ready(&self, mut rd: Ready) {
-        self.note_soft_state(&rd);
+        self.note_soft_state(rd.soft_state.as_ref());
         self.send_all(std::mem::take(&mut rd.messages));
 
         if let Some(snap) = rd.snapshot.take() {

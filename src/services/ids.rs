@@ -12,9 +12,10 @@
 //! background ([`IdAllocation::renew_high_water`]). Ids are never reissued and strictly
 //! increase, across leader changes and restarts.
 //!
-//! As for the TSO, the core refuses only the terms it knows it does not serve: the caller calls
-//! [`IdCore::step_down`] when its raft node learns of a higher term and replies only while it
-//! still holds leadership of the term it passed.
+//! As for the TSO, a call carrying a term above the served one ends it (as
+//! [`IdCore::step_down`] does): the caller passes its raft node's current term (or calls
+//! `step_down` when the node learns of a higher term) and replies only while it still holds
+//! leadership of the term it passed.
 
 /// Ids proposed ahead of need.
 pub const BLOCK: u64 = 10_000;
@@ -59,6 +60,7 @@ pub struct IdAllocation {
 #[derive(Debug, Default, Clone)]
 pub struct IdCore {
     serving: Option<u64>,
+    /// Highest term seen in any call; `begin_term` of an older term is ignored.
     max_term: u64,
     /// `max(persisted high-water when the serving term began, FIRST_ID)`.
     floor: u64,
@@ -96,9 +98,21 @@ impl IdCore {
         self.pending = None;
     }
 
+    /// A call carrying a term above every term seen: a newer leader exists (or is coming), so
+    /// the term being served is over, even if `step_down` was not called.
+    fn observe(&mut self, term: u64) {
+        if term > self.max_term {
+            self.max_term = term;
+            if self.serving.is_some_and(|s| s < term) {
+                self.step_down();
+            }
+        }
+    }
+
     /// A high-water mark proposed in `term` applied (ignored unless `term` is the serving term
     /// and it is above the floor). Keeps the largest.
     pub fn block_applied(&mut self, term: u64, high_water: u64) {
+        self.observe(term);
         if self.serving != Some(term) || high_water <= self.floor {
             return;
         }
@@ -108,8 +122,10 @@ impl IdCore {
         }
     }
 
-    /// Hands out `[first, first + count)`.
+    /// Hands out `[first, first + count)`. `term` should be the raft node's current term: a
+    /// term above the one being served ends it (`NotServing` from then on).
     pub fn allocate(&mut self, term: u64, count: u64) -> Result<IdAllocation, IdError> {
+        self.observe(term);
         if self.serving != Some(term) {
             return Err(IdError::NotServing);
         }
@@ -117,7 +133,13 @@ impl IdCore {
             return Err(IdError::BadCount);
         }
         let first = self.next;
-        let end = first + count;
+        let Some(end) = first
+            .checked_add(count)
+            .filter(|e| e.checked_add(BLOCK).is_some())
+        else {
+            // The id space is exhausted (only a corrupt high-water mark gets here).
+            return Err(IdError::NotServing);
+        };
         if end > self.high_water {
             return Err(IdError::NeedBlock {
                 high_water: end + BLOCK,
@@ -196,7 +218,6 @@ mod tests {
             })
         );
         c.block_applied(0, FIRST_ID + 5 + BLOCK);
-        c.block_applied(2, FIRST_ID + 5 + BLOCK);
         c.block_applied(1, FIRST_ID);
         assert!(matches!(c.allocate(1, 5), Err(IdError::NeedBlock { .. })));
         c.block_applied(1, FIRST_ID + 5 + BLOCK);
@@ -211,7 +232,9 @@ mod tests {
             }
         );
         assert_eq!(c.next_id(), FIRST_ID + 5);
+        assert_eq!(c.allocate(0, 1), Err(IdError::NotServing));
         assert_eq!(c.allocate(2, 1), Err(IdError::NotServing));
+        assert_eq!(c.allocate(1, 1), Err(IdError::NotServing));
         assert_eq!(c.allocations(), 1);
     }
 
@@ -232,6 +255,25 @@ mod tests {
     }
 
     #[test]
+    fn a_newer_term_ends_the_served_one_without_step_down() {
+        let mut c = IdCore::new();
+        let mut persisted = 0;
+        ready(&mut c, 3, &mut persisted);
+        assert!(c.allocate(3, 1).is_ok());
+        assert_eq!(c.allocate(4, 1), Err(IdError::NotServing));
+        assert_eq!(c.allocate(3, 1), Err(IdError::NotServing));
+        ready(&mut c, 5, &mut persisted);
+        c.block_applied(6, persisted + 1);
+        assert_eq!(c.allocate(5, 1), Err(IdError::NotServing));
+        ready(&mut c, 6, &mut persisted);
+        assert!(c.allocate(6, 1).is_ok());
+        // An exhausted id space is refused, not wrapped.
+        let mut c = IdCore::new();
+        c.begin_term(1, u64::MAX - 10);
+        assert_eq!(c.allocate(1, 5), Err(IdError::NotServing));
+    }
+
+    #[test]
     fn count_limits() {
         let mut c = IdCore::new();
         let mut persisted = 0;
@@ -239,7 +281,7 @@ mod tests {
         assert_eq!(c.allocate(1, 0), Err(IdError::BadCount));
         assert_eq!(c.allocate(1, COUNT_MAX + 1), Err(IdError::BadCount));
         assert_eq!(c.allocate(1, u64::MAX), Err(IdError::BadCount));
-        assert_eq!(c.allocate(2, 0), Err(IdError::NotServing));
+        assert_eq!(c.allocate(0, 0), Err(IdError::NotServing));
         // The largest request needs a block of its own, synchronously.
         let next = c.next_id();
         assert_eq!(
@@ -374,7 +416,6 @@ mod tests {
             };
             last = a.first + a.count - 1;
         }
-        drop(c);
         let mut c = IdCore::new();
         ready(&mut c, 4, &mut persisted);
         let a = c.allocate(4, 1).unwrap();
@@ -385,9 +426,13 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
+        ///
+        /// The old leader learns of the new term either by `step_down` (`by_call == false`) or
+        /// only by its next request, which carries the new term (`by_call`).
         Elect {
             node: usize,
             keep_old: bool,
+            by_call: bool,
         },
         TermEntry,
         Apply,
@@ -412,7 +457,8 @@ mod tests {
             1 => Just(COUNT_MAX + 1),
         ];
         prop_oneof![
-            1 => (0..NODES, any::<bool>()).prop_map(|(node, keep_old)| Op::Elect { node, keep_old }),
+            1 => (0..NODES, any::<bool>(), any::<bool>())
+                .prop_map(|(node, keep_old, by_call)| Op::Elect { node, keep_old, by_call }),
             3 => Just(Op::TermEntry),
             8 => Just(Op::Apply),
             30 => (prop_oneof![3 => Just(None), 1 => (0..NODES).prop_map(Some)], prop_oneof![4 => Just(0u64), 1 => 1..3u64], count)
@@ -450,17 +496,27 @@ mod tests {
 
         fn step(&mut self, op: Op) {
             match op {
-                Op::Elect { node, keep_old } => {
+                Op::Elect {
+                    node,
+                    keep_old,
+                    by_call,
+                } => {
                     if keep_old {
                         while !self.log.is_empty() {
                             self.apply_front();
                         }
                     }
                     self.log.clear();
-                    for c in &mut self.cores {
-                        c.step_down();
-                    }
+                    let old = self.leader;
                     self.term += 1;
+                    for i in 0..NODES {
+                        if by_call && old == Some(i) {
+                            // Its next request carries the term its raft node now knows.
+                            assert!(self.cores[i].allocate(self.term, 1).is_err());
+                        } else {
+                            self.cores[i].step_down();
+                        }
+                    }
                     self.leader = Some(node);
                     self.ready = false;
                 }

@@ -19,10 +19,14 @@
 //! the physical part where it is and the logical part keeps counting; a logical overflow moves
 //! to the next millisecond without waiting for the clock (as long as the window allows it).
 //!
-//! The core refuses a term it has not been told it leads ([`TsoError::NotServing`]); it cannot
-//! know by itself that a newer leader exists. The caller must call [`TsoCore::step_down`] (or
-//! `begin_term` of the newer term) as soon as its raft node learns of a higher term, and it must
-//! only reply to a client while it still holds leadership of the term it passed (lease or
+//! The core refuses a term it has not been told it leads ([`TsoError::NotServing`]), and any
+//! call carrying a term above the served one (an `allocate` passing the raft node's current
+//! term, a `window_applied` of a newer term) ends the served term for good, as
+//! [`TsoCore::step_down`] does. It cannot know by itself that a newer leader exists: the caller
+//! passes its raft node's *current* term (not the term it remembers leading) or calls
+//! `step_down` as soon as the node learns of a higher term. A leader cut off from the others
+//! that has not learned of the newer term yet could still serve from its applied window; the
+//! caller must only reply while it holds leadership of the term it passed (leader lease or
 //! read-index), exactly as for a linearizable read.
 
 /// Bits of the logical counter.
@@ -33,6 +37,8 @@ pub const WINDOW_MS: u64 = 3_000;
 pub const COUNT_MAX: u64 = 1 << LOGICAL_BITS;
 
 const LOGICAL_MASK: u64 = COUNT_MAX - 1;
+/// Physical parts at or above this do not fit in a timestamp.
+const PHYSICAL_LIMIT_MS: u64 = 1 << (64 - LOGICAL_BITS);
 /// Renew when less than this much of the window is left.
 const RENEW_BELOW_MS: u64 = WINDOW_MS / 3;
 /// A renewal not applied after the physical part moved this far is presumed lost: ask again.
@@ -43,7 +49,7 @@ const RENEW_RETRY_MS: u64 = WINDOW_MS / 6;
 pub fn compose(physical_ms: u64, logical: u64) -> u64 {
     debug_assert!(logical < COUNT_MAX, "logical {logical} out of range");
     debug_assert!(
-        physical_ms < 1 << (64 - LOGICAL_BITS),
+        physical_ms < PHYSICAL_LIMIT_MS,
         "physical {physical_ms} out of range"
     );
     (physical_ms << LOGICAL_BITS) | (logical & LOGICAL_MASK)
@@ -98,7 +104,7 @@ pub struct Allocation {
 pub struct TsoCore {
     /// Term being served (leadership ready), if any.
     serving: Option<u64>,
-    /// Highest term seen in `begin_term`; older terms are refused.
+    /// Highest term seen in any call; `begin_term` of an older term is ignored.
     max_term: u64,
     /// Persisted bound when the serving term began: every timestamp of the term is above it.
     floor_ms: u64,
@@ -138,9 +144,21 @@ impl TsoCore {
         self.pending = None;
     }
 
+    /// A call carrying a term above every term seen: a newer leader exists (or is coming), so
+    /// the term being served is over, even if `step_down` was not called.
+    fn observe(&mut self, term: u64) {
+        if term > self.max_term {
+            self.max_term = term;
+            if self.serving.is_some_and(|s| s < term) {
+                self.step_down();
+            }
+        }
+    }
+
     /// A bound proposed in `term` applied (ignored unless `term` is the serving term and it is
     /// above the floor). Keeps the largest.
     pub fn window_applied(&mut self, term: u64, bound_ms: u64) {
+        self.observe(term);
         if self.serving != Some(term) || bound_ms <= self.floor_ms {
             return;
         }
@@ -150,8 +168,10 @@ impl TsoCore {
         }
     }
 
-    /// Hands out `[timestamp, timestamp + count)`.
+    /// Hands out `[timestamp, timestamp + count)`. `term` should be the raft node's current
+    /// term: a term above the one being served ends it (`NotServing` from then on).
     pub fn allocate(&mut self, term: u64, now_ms: u64, count: u64) -> Result<Allocation, TsoError> {
+        self.observe(term);
         if self.serving != Some(term) {
             return Err(TsoError::NotServing);
         }
@@ -166,6 +186,10 @@ impl TsoCore {
                 physical += 1;
                 logical = 0;
             }
+        }
+        if physical >= PHYSICAL_LIMIT_MS {
+            // A clock past the year 4199 cannot be encoded in 46 bits: refuse rather than wrap.
+            return Err(TsoError::NotServing);
         }
         if physical >= self.window_ms {
             // Nothing of this term applied covers it (or no window yet).
@@ -263,9 +287,8 @@ mod tests {
                 bound_ms: T0 + WINDOW_MS
             })
         );
-        // A bound of another term, or not above the floor, does not open the window.
+        // A bound of an older term, or not above the floor, does not open the window.
         c.window_applied(0, T0 + WINDOW_MS);
-        c.window_applied(2, T0 + WINDOW_MS);
         c.window_applied(1, 0);
         assert!(matches!(
             c.allocate(1, T0, 1),
@@ -282,7 +305,10 @@ mod tests {
                 renew_bound_ms: None
             }
         );
+        // Another term's request is refused (and, being newer, ends term 1).
+        assert_eq!(c.allocate(0, T0, 1), Err(TsoError::NotServing));
         assert_eq!(c.allocate(2, T0, 1), Err(TsoError::NotServing));
+        assert_eq!(c.allocate(1, T0, 1), Err(TsoError::NotServing));
         assert_eq!((c.allocations(), c.timestamps_issued()), (1, 1));
     }
 
@@ -311,6 +337,41 @@ mod tests {
                 bound_ms: bound + WINDOW_MS
             })
         );
+    }
+
+    #[test]
+    fn a_newer_term_ends_the_served_one_without_step_down() {
+        let mut c = TsoCore::new();
+        let mut persisted = 0;
+        ready(&mut c, 3, &mut persisted, T0);
+        assert!(c.allocate(3, T0, 1).is_ok());
+        // The node learned of term 4 (someone else leads it) and passes its current term.
+        assert_eq!(c.allocate(4, T0, 1), Err(TsoError::NotServing));
+        assert_eq!(c.serving_term(), None);
+        // Requests still carrying the old term are refused from then on.
+        assert_eq!(c.allocate(3, T0, 1), Err(TsoError::NotServing));
+        // An entry of a newer term applying does the same.
+        ready(&mut c, 5, &mut persisted, T0);
+        c.window_applied(6, persisted + 1);
+        assert_eq!(c.allocate(5, T0, 1), Err(TsoError::NotServing));
+        // The node may still lead a later term.
+        ready(&mut c, 6, &mut persisted, T0);
+        assert!(c.allocate(6, T0, 1).is_ok());
+    }
+
+    #[test]
+    fn clock_beyond_the_encoding_is_refused() {
+        let mut c = TsoCore::new();
+        let mut persisted = 0;
+        ready(&mut c, 1, &mut persisted, T0);
+        assert!(c.allocate(1, T0, 1).is_ok());
+        assert_eq!(c.allocate(1, u64::MAX, 1), Err(TsoError::NotServing));
+        assert_eq!(
+            c.allocate(1, PHYSICAL_LIMIT_MS, 1),
+            Err(TsoError::NotServing)
+        );
+        assert_eq!(c.serving_term(), Some(1));
+        assert!(c.allocate(1, T0 + 1, 1).is_ok());
     }
 
     #[test]
@@ -396,7 +457,7 @@ mod tests {
         );
         assert_eq!(a.count + b.count, c.timestamps_issued());
         // Wrong term is reported before a bad count.
-        assert_eq!(c.allocate(2, T0, 0), Err(TsoError::NotServing));
+        assert_eq!(c.allocate(0, T0, 0), Err(TsoError::NotServing));
     }
 
     #[test]
@@ -549,13 +610,12 @@ mod tests {
             }
         }
         // Snapshot holds `persisted` only; the node restarts with its clock reset to the epoch.
-        drop(c);
         let mut c = TsoCore::new();
         assert_eq!(c.allocate(7, 0, 1), Err(TsoError::NotServing));
         ready(&mut c, 8, &mut persisted, 0);
         let a = c.allocate(8, 0, 1).unwrap();
         assert!(a.timestamp > last);
-        assert!(physical_of(a.timestamp) >= T0 + 999 + 1);
+        assert!(physical_of(a.timestamp) > T0 + 999);
     }
 
     // ---- a random schedule across several nodes sharing one replicated bound ----
@@ -564,9 +624,13 @@ mod tests {
     enum Op {
         /// A new term; `node` wins. Entries of the old term still queued either commit before
         /// the new leader's first entry (`keep_old`) or are lost.
+        ///
+        /// The old leader learns of the new term either by `step_down` (`by_call == false`) or
+        /// only by its next request, which carries the new term (`by_call`).
         Elect {
             node: usize,
             keep_old: bool,
+            by_call: bool,
         },
         /// The new leader's first entry applies.
         TermEntry,
@@ -605,7 +669,8 @@ mod tests {
             1 => Just(WINDOW_MS as i64),
         ];
         prop_oneof![
-            1 => (0..NODES, any::<bool>()).prop_map(|(node, keep_old)| Op::Elect { node, keep_old }),
+            1 => (0..NODES, any::<bool>(), any::<bool>())
+                .prop_map(|(node, keep_old, by_call)| Op::Elect { node, keep_old, by_call }),
             3 => Just(Op::TermEntry),
             8 => Just(Op::Apply),
             30 => (prop_oneof![3 => Just(None), 1 => (0..NODES).prop_map(Some)], prop_oneof![4 => Just(0u64), 1 => 1..3u64], count)
@@ -649,18 +714,28 @@ mod tests {
 
         fn step(&mut self, op: Op) {
             match op {
-                Op::Elect { node, keep_old } => {
+                Op::Elect {
+                    node,
+                    keep_old,
+                    by_call,
+                } => {
                     if keep_old {
                         while !self.log.is_empty() {
                             self.apply_front();
                         }
                     }
                     self.log.clear();
-                    // Every node that hears of the new term steps down (the old leader among them).
-                    for c in &mut self.cores {
-                        c.step_down();
-                    }
+                    let old = self.leader;
                     self.term += 1;
+                    for i in 0..NODES {
+                        if by_call && old == Some(i) {
+                            // Its next request carries the term its raft node now knows.
+                            let now = self.clocks[i];
+                            assert!(self.cores[i].allocate(self.term, now, 1).is_err());
+                        } else {
+                            self.cores[i].step_down();
+                        }
+                    }
                     self.leader = Some(node);
                     self.ready = false;
                 }

@@ -143,6 +143,12 @@ impl Pipeline {
     }
 
     /// Term and vote last handed to the driver for writing.
+    /// Whether a Ready that cannot be handed off waits for the drain: the driver then waits
+    /// for a completion before asking again.
+    pub fn is_holding(&self) -> bool {
+        self.held.is_some()
+    }
+
     pub fn persisted_term_vote(&self) -> (u64, u64) {
         (self.persisted_term, self.persisted_vote)
     }
