@@ -370,14 +370,21 @@ impl Sim {
         node: &mut Node,
         id: u64,
     ) -> SimResult<()> {
-        let storage = node.down_storage.take().ok_or("boot without storage")?;
-        node.durable = storage.clone();
+        let mut storage = node.down_storage.take().ok_or("boot without storage")?;
         let snap = storage.snapshot().map_err(|e| e.to_string())?;
+        // As the server does at open: a snapshot only ever covers committed entries, so its
+        // index is a commit index even if the hard state's commit (volatile, written only
+        // now and then) lags it.
+        let mut hs = storage.hard_state();
+        if hs.commit < snap.meta.index {
+            hs.commit = snap.meta.index;
+            storage.set_hard_state(hs);
+        }
+        node.durable = storage.clone();
         node.sm = Sm::decode(&snap.data, snap.meta.index);
         let mut cfg = base.clone();
         cfg.id = id;
         cfg.applied = node.sm.index;
-        let hs = storage.hard_state();
         let raw = RawNode::new(&cfg, storage, seed.wrapping_mul(31).wrapping_add(id))
             .map_err(|e| format!("node {id} failed to restart: {e}"))?;
         node.raw = Some(raw);
