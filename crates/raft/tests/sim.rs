@@ -325,12 +325,14 @@ impl Sim {
     fn add_node(&mut self, id: u64, storage: MemStorage) {
         let knobs = DriverKnobs {
             in_flight_readies_max: if self.rng.gen_bool(0.5) { 1 } else { 8 },
+            // A real completer is never slower than a fraction of an election timeout: its
+            // lag holds back acknowledgements, and a leader without them steps down.
             pick_per_mille: if self.rng.gen_bool(0.5) {
                 1000
             } else {
-                self.rng.gen_range(100..1000)
+                self.rng.gen_range(500..1000)
             },
-            finish_per_mille: self.rng.gen_range(300..=1000),
+            finish_per_mille: self.rng.gen_range(500..=1000),
             issue_per_mille: self.rng.gen_range(200..=1000),
             snapshot_every_entries: self.rng.gen_range(8..60),
             snapshot_every_bytes: self.rng.gen_range(500..4000),
@@ -623,7 +625,9 @@ impl Sim {
             self.snapshot_due(id)?;
             // The completer and the driver are separate tasks: once both have something to
             // do, either may run first.
-            if self.rng.gen_bool(0.5) {
+            let node = self.nodes.get(&id).ok_or("node vanished")?;
+            let both = node.whole.is_some() && !node.writes.is_empty();
+            if both && self.rng.gen_bool(0.5) {
                 self.completer(id)?;
                 self.whole_due(id)?;
             } else {
@@ -665,6 +669,10 @@ impl Sim {
     /// durable), and finishes it some time after it is durable.
     fn completer(&mut self, id: u64) -> SimResult<()> {
         loop {
+            let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
+            if node.raw.is_none() || node.writes.is_empty() {
+                return Ok(());
+            }
             let pick = self.rng.gen_range(0..1000);
             let fin = self.rng.gen_range(0..1000);
             let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
