@@ -192,6 +192,9 @@ struct State {
     pending_bytes: usize,
     next_seq: u64,
     snapshot_index: u64,
+    /// Highest commit index of a hard state saved (or recovered): entries up to it are
+    /// committed, so raft never truncates them.
+    hs_commit: u64,
     hs_next_slot: usize,
     hs_seq: u64,
     free_bufs: Vec<AlignedBuf>,
@@ -389,6 +392,7 @@ impl Log {
             pending_bytes: 0,
             next_seq: 1,
             snapshot_index: snap_index,
+            hs_commit: hs.state.commit,
             hs_next_slot: hs.next_slot,
             hs_seq: hs.seq,
             free_bufs: Vec::new(),
@@ -494,6 +498,21 @@ impl Log {
         let opts = &sh.opts;
         let payload_max = opts.entry_payload_bytes_max();
         let st = sh.st.borrow_mut();
+        // A hole in the log, or entries below what was compacted away, can only come from a
+        // caller that lost track of the log: crash rather than write it (etcd's raft log
+        // panics on the same). Overlapping the tail without truncating first is refused.
+        assert!(
+            first.index <= st.last_index + 1,
+            "append at index {} leaves a gap after the last index {}",
+            first.index,
+            st.last_index
+        );
+        assert!(
+            first.index >= st.first_index,
+            "append at index {} is below the first index {}",
+            first.index,
+            st.first_index
+        );
         if first.index != st.last_index + 1 {
             return Err(Error::InvalidArgument(format!(
                 "append at index {} but the last index is {}",
@@ -503,12 +522,11 @@ impl Log {
         let mut prev_term = st.terms.last().map(|t| t.1).or(st.base_term).unwrap_or(0);
         let mut bytes = 0usize;
         for (i, e) in entries.iter().enumerate() {
-            if e.index != first.index + i as u64 {
-                return Err(Error::InvalidArgument(format!(
-                    "entry indexes are not consecutive at {}",
-                    e.index
-                )));
-            }
+            assert!(
+                e.index == first.index + i as u64,
+                "appended entry indexes are not consecutive at {}",
+                e.index
+            );
             if e.term < prev_term {
                 return Err(Error::InvalidArgument(format!(
                     "entry {} has term {} below the previous term {prev_term}",
@@ -571,6 +589,18 @@ impl Log {
                 st.first_index
             )));
         }
+        // Raft truncates only a follower's uncommitted suffix. A snapshot covers applied,
+        // hence committed, entries, and a saved hard state's commit index is committed too.
+        assert!(
+            from_index > st.snapshot_index,
+            "truncate from {from_index} at or below the snapshot index {}",
+            st.snapshot_index
+        );
+        assert!(
+            from_index > st.hs_commit,
+            "truncate from {from_index} at or below the saved commit index {}",
+            st.hs_commit
+        );
         drop(st);
         self.ensure_writer();
         let mut st = sh.st.borrow_mut();
@@ -754,6 +784,14 @@ impl Log {
         self.ensure_writer();
         let sh = &self.sh;
         let mut st = sh.st.borrow_mut();
+        // A commit index beyond the log claims entries this log does not have.
+        assert!(
+            hs.commit <= st.last_index,
+            "hard state commit {} is beyond the last index {}",
+            hs.commit,
+            st.last_index
+        );
+        st.hs_commit = hs.commit;
         let seq = match st.queue.back_mut() {
             Some(Op::HardState { seq, hs: pending }) => {
                 *pending = hs;

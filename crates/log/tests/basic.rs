@@ -90,28 +90,117 @@ fn concurrent_appenders_are_group_committed() {
 }
 
 #[test]
-fn discontinuous_or_oversized_appends_are_rejected() {
+fn overlapping_or_oversized_appends_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     block_on(async {
         let (log, _) = open(dir.path(), small_opts());
-        assert!(matches!(
-            log.append(&[entry(2, 1, 1)]),
-            Err(Error::InvalidArgument(_))
-        ));
         log.append(&[entry(1, 5, 1)]).unwrap().await.unwrap();
         assert!(matches!(
             log.append(&[entry(2, 4, 1)]),
             Err(Error::InvalidArgument(_))
         ));
-        assert!(matches!(
-            log.append(&[entry(2, 5, 1), entry(4, 5, 1)]),
-            Err(Error::InvalidArgument(_))
-        ));
+        assert!(
+            matches!(
+                log.append(&[entry(1, 5, 1)]),
+                Err(Error::InvalidArgument(_))
+            ),
+            "overlapping the tail needs a truncate first"
+        );
         assert!(matches!(
             log.append(&[entry(2, 5, 1 << 20)]),
             Err(Error::InvalidArgument(_))
         ));
         assert_eq!(log.last_index(), 1);
+    });
+}
+
+#[test]
+#[should_panic(expected = "leaves a gap")]
+fn append_with_a_gap_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let (log, _) = open(dir.path(), small_opts());
+        let _ = log.append(&[entry(2, 1, 1)]);
+    });
+}
+
+#[test]
+#[should_panic(expected = "not consecutive")]
+fn append_with_a_gap_inside_the_batch_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let (log, _) = open(dir.path(), small_opts());
+        let _ = log.append(&[entry(1, 5, 1), entry(3, 5, 1)]);
+    });
+}
+
+#[test]
+#[should_panic(expected = "below the first index")]
+fn append_below_the_first_index_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let (log, _) = open(dir.path(), small_opts());
+        let es: Vec<_> = (1..=10u64).map(|i| entry(i, 1, 8)).collect();
+        log.append(&es).unwrap().await.unwrap();
+        // An empty log restarted after index 20 (a follower that installed a snapshot).
+        log.reset(20, 1).unwrap().await.unwrap();
+        let _ = log.append(&[entry(5, 2, 1)]);
+    });
+}
+
+#[test]
+#[should_panic(expected = "at or below the saved commit index")]
+fn truncating_below_the_saved_commit_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let (log, _) = open(dir.path(), small_opts());
+        let es: Vec<_> = (1..=10u64).map(|i| entry(i, 1, 8)).collect();
+        log.append(&es).unwrap().await.unwrap();
+        log.save_hard_state(HardState {
+            term: 1,
+            vote: 1,
+            commit: 6,
+        })
+        .unwrap()
+        .await
+        .unwrap();
+        log.truncate_suffix(7).unwrap().await.unwrap();
+        let _ = log.truncate_suffix(6);
+    });
+}
+
+#[test]
+#[should_panic(expected = "at or below the snapshot index")]
+fn truncating_below_the_snapshot_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let (log, _) = open(dir.path(), small_opts());
+        let es: Vec<_> = (1..=10u64).map(|i| entry(i, 1, 8)).collect();
+        log.append(&es).unwrap().await.unwrap();
+        let meta = SnapshotMeta {
+            index: 5,
+            term: 1,
+            extra: Vec::new(),
+        };
+        log.save_snapshot(meta, bytes::Bytes::from_static(b"s"))
+            .await
+            .unwrap();
+        let _ = log.truncate_suffix(5);
+    });
+}
+
+#[test]
+#[should_panic(expected = "beyond the last index")]
+fn hard_state_commit_beyond_the_log_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    block_on(async {
+        let (log, _) = open(dir.path(), small_opts());
+        log.append(&[entry(1, 1, 1)]).unwrap().await.unwrap();
+        let _ = log.save_hard_state(HardState {
+            term: 1,
+            vote: 1,
+            commit: 2,
+        });
     });
 }
 

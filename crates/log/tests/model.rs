@@ -124,6 +124,8 @@ fn run(ops: Vec<Op>, direct_io: bool, write_through: bool) {
                         .saturating_sub(back as u64)
                         .max(m.first)
                         .max(m.hs.commit)
+                        // Nor entries a snapshot covers (they are applied, so committed).
+                        .max(log.snapshot_index())
                         + 1;
                     if from <= last {
                         log.truncate_suffix(from).unwrap().await.unwrap();

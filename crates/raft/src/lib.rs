@@ -5,6 +5,10 @@
 //! says in the documented order, and calls [`RawNode::advance`]. Election jitter comes from
 //! an RNG seeded by the caller. See the crate README for the ordering contract and the
 //! membership-change design (single-server changes, effective when appended).
+//!
+//! [`pipeline`] holds the driver's rules on top of that contract (which `Ready` may be
+//! handed off with `advance_unpersisted`, the drain before one handled whole, the in-flight
+//! bound, read batching, the snapshot schedule), shared by the server and the simulator.
 
 mod log;
 pub mod pipeline;

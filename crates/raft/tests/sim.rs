@@ -325,12 +325,14 @@ impl Sim {
     fn add_node(&mut self, id: u64, storage: MemStorage) {
         let knobs = DriverKnobs {
             in_flight_readies_max: if self.rng.gen_bool(0.5) { 1 } else { 8 },
+            // A real completer is never slower than a fraction of an election timeout: its
+            // lag holds back acknowledgements, and a leader without them steps down.
             pick_per_mille: if self.rng.gen_bool(0.5) {
                 1000
             } else {
-                self.rng.gen_range(100..1000)
+                self.rng.gen_range(500..1000)
             },
-            finish_per_mille: self.rng.gen_range(300..=1000),
+            finish_per_mille: self.rng.gen_range(500..=1000),
             issue_per_mille: self.rng.gen_range(200..=1000),
             snapshot_every_entries: self.rng.gen_range(8..60),
             snapshot_every_bytes: self.rng.gen_range(500..4000),
@@ -370,14 +372,21 @@ impl Sim {
         node: &mut Node,
         id: u64,
     ) -> SimResult<()> {
-        let storage = node.down_storage.take().ok_or("boot without storage")?;
-        node.durable = storage.clone();
+        let mut storage = node.down_storage.take().ok_or("boot without storage")?;
         let snap = storage.snapshot().map_err(|e| e.to_string())?;
+        // As the server does at open: a snapshot only ever covers committed entries, so its
+        // index is a commit index even if the hard state's commit (volatile, written only
+        // now and then) lags it.
+        let mut hs = storage.hard_state();
+        if hs.commit < snap.meta.index {
+            hs.commit = snap.meta.index;
+            storage.set_hard_state(hs);
+        }
+        node.durable = storage.clone();
         node.sm = Sm::decode(&snap.data, snap.meta.index);
         let mut cfg = base.clone();
         cfg.id = id;
         cfg.applied = node.sm.index;
-        let hs = storage.hard_state();
         let raw = RawNode::new(&cfg, storage, seed.wrapping_mul(31).wrapping_add(id))
             .map_err(|e| format!("node {id} failed to restart: {e}"))?;
         node.raw = Some(raw);
@@ -616,7 +625,9 @@ impl Sim {
             self.snapshot_due(id)?;
             // The completer and the driver are separate tasks: once both have something to
             // do, either may run first.
-            if self.rng.gen_bool(0.5) {
+            let node = self.nodes.get(&id).ok_or("node vanished")?;
+            let both = node.whole.is_some() && !node.writes.is_empty();
+            if both && self.rng.gen_bool(0.5) {
                 self.completer(id)?;
                 self.whole_due(id)?;
             } else {
@@ -658,6 +669,10 @@ impl Sim {
     /// durable), and finishes it some time after it is durable.
     fn completer(&mut self, id: u64) -> SimResult<()> {
         loop {
+            let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
+            if node.raw.is_none() || node.writes.is_empty() {
+                return Ok(());
+            }
             let pick = self.rng.gen_range(0..1000);
             let fin = self.rng.gen_range(0..1000);
             let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
