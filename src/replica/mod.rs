@@ -28,7 +28,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_channel::oneshot;
 use mast_log::{EntryRecord, Log, LogOptions};
-use mast_raft::pipeline::{Pipeline, PipelineConfig, Step};
+use mast_raft::pipeline::{Pipeline, PipelineConfig, ReadBatcher, Step, Waiter};
 use mast_raft::{
     ConfChange, ConfChangeKind, ConfState, Entry, EntryKind, HardState, Message, RawNode,
     ReadState, Ready, Role, Snapshot, SnapshotMeta, Status, Storage, StorageError,
@@ -342,7 +342,14 @@ pub struct ProgressView {
     pub learner: bool,
 }
 
-type ReadWaiter = oneshot::Sender<Result<(), GroupError>>;
+/// A linearizable read waiting for its read index to apply.
+struct ReadW(oneshot::Sender<Result<(), GroupError>>);
+
+impl Waiter for ReadW {
+    fn is_abandoned(&self) -> bool {
+        self.0.is_canceled()
+    }
+}
 
 /// One shard's replica. See the module docs for the tasks that drive it.
 pub struct Group<S: StateMachine> {
@@ -356,15 +363,13 @@ pub struct Group<S: StateMachine> {
     /// Proposals by request id, completed when their entry applies.
     proposals: RefCell<HashMap<u64, oneshot::Sender<S::Outcome>>>,
     next_request_id: Cell<u64>,
-    /// Differs on every start of the process; see [`Proposal`].
+    /// Differs on every start of the process; see [`Envelope`].
     boot: u64,
-    /// Reads that have not asked for a read index yet.
-    reads_unissued: RefCell<Vec<ReadWaiter>>,
-    /// Reads by the read-index context they were issued under.
-    reads_issued: RefCell<HashMap<u64, (std::time::Instant, Vec<ReadWaiter>)>>,
-    next_read_ctx: Cell<u64>,
-    /// Reads whose read index is known, waiting for apply to reach it.
-    reads_applying: RefCell<BTreeMap<u64, Vec<ReadWaiter>>>,
+    /// Linearizable reads: batched under one ReadIndex context, then waiting for apply (the
+    /// pure rules the simulator drives too).
+    reads: RefCell<ReadBatcher<ReadW>>,
+    /// Origin of the `now_ms` the read batcher is given.
+    started: std::time::Instant,
     snapshot_index: Cell<u64>,
     /// A snapshot is being written (see `maybe_snapshot`).
     snapshot_in_flight: Cell<bool>,
@@ -547,10 +552,8 @@ impl<S: StateMachine> Group<S> {
             proposals: RefCell::new(HashMap::new()),
             next_request_id: Cell::new(0),
             boot,
-            reads_unissued: RefCell::new(Vec::new()),
-            reads_issued: RefCell::new(HashMap::new()),
-            next_read_ctx: Cell::new(0),
-            reads_applying: RefCell::new(BTreeMap::new()),
+            reads: RefCell::new(ReadBatcher::new(node_id, boot, opts.pending_reads_max)),
+            started: std::time::Instant::now(),
             leader: Cell::new(0),
             removed: Cell::new(false),
             members: RefCell::new(peers.clone()),
@@ -1301,111 +1304,47 @@ impl<S: StateMachine> Group<S> {
         });
     }
 
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
     fn issue_reads(&self) {
-        let batch = std::mem::take(&mut *self.reads_unissued.borrow_mut());
-        if batch.is_empty() {
+        // Contexts are node id ‖ boot nonce ‖ counter: the leader matches acknowledgements
+        // by context bytes, so they are unique across nodes and restarts.
+        let Some(ctx) = self.reads.borrow_mut().issue(self.now_ms()) else {
             return;
-        }
-        let ctx = self.next_read_ctx.get() + 1;
-        self.next_read_ctx.set(ctx);
-        // The leader matches acknowledgements to requests by context bytes, so they must be
-        // unique across nodes and restarts: node id, boot nonce, counter.
-        let mut ctx_bytes = Vec::with_capacity(24);
-        ctx_bytes.extend_from_slice(&self.node_id.to_le_bytes());
-        ctx_bytes.extend_from_slice(&self.boot.to_le_bytes());
-        ctx_bytes.extend_from_slice(&ctx.to_le_bytes());
-        match self.node.borrow_mut().read_index(ctx_bytes) {
-            Ok(()) => {
-                self.reads_issued
-                    .borrow_mut()
-                    .insert(ctx, (std::time::Instant::now(), batch));
-            }
-            Err(e) => {
-                let err = match self.leader.get() {
-                    0 => GroupError::NoLeader { leader_hint: 0 },
-                    _ => GroupError::Refused(e.to_string()),
-                };
-                for w in batch {
-                    let _ = w.send(Err(err.clone()));
-                }
+        };
+        let refused = self.node.borrow_mut().read_index(ctx.clone());
+        if let Err(e) = refused {
+            let err = match self.leader.get() {
+                0 => GroupError::NoLeader { leader_hint: 0 },
+                _ => GroupError::Refused(e.to_string()),
+            };
+            for w in self.reads.borrow_mut().issue_failed(&ctx) {
+                let _ = w.0.send(Err(err.clone()));
             }
         }
     }
 
     fn complete_read_states(&self, states: Vec<ReadState>) {
-        for rs in states {
-            let Some(ctx) = self.own_read_ctx(&rs.request_ctx) else {
-                continue;
-            };
-            let Some((_, waiters)) = self.reads_issued.borrow_mut().remove(&ctx) else {
-                continue;
-            };
-            self.reads_applying
-                .borrow_mut()
-                .entry(rs.index)
-                .or_default()
-                .extend(waiters);
-        }
+        self.reads.borrow_mut().on_read_states(&states);
         self.wake_reads_applied();
-    }
-
-    /// The counter of a read context this process issued, or None for anyone else's.
-    fn own_read_ctx(&self, bytes: &[u8]) -> Option<u64> {
-        let word = |i: usize| {
-            bytes
-                .get(i * 8..i * 8 + 8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_le_bytes)
-        };
-        if bytes.len() != 24 || word(0)? != self.node_id || word(1)? != self.boot {
-            return None;
-        }
-        word(2)
     }
 
     /// Drops read batches whose ReadIndex was lost (a leader change, a dropped message): their
     /// clients have timed out already, and nothing else would ever remove them.
     fn sweep_lost_reads(&self) {
-        let timeout = Duration::from_millis(self.opts.request_timeout_ms);
-        self.reads_issued
+        let now = self.now_ms();
+        self.reads
             .borrow_mut()
-            .retain(|_, (issued, _)| issued.elapsed() < timeout);
-        self.reads_applying.borrow_mut().retain(|_, waiters| {
-            waiters.retain(|w| !w.is_canceled());
-            !waiters.is_empty()
-        });
-    }
-
-    fn pending_reads(&self) -> usize {
-        self.reads_unissued.borrow().len()
-            + self
-                .reads_issued
-                .borrow()
-                .values()
-                .map(|(_, b)| b.len())
-                .sum::<usize>()
-            + self
-                .reads_applying
-                .borrow()
-                .values()
-                .map(Vec::len)
-                .sum::<usize>()
+            .sweep(now, self.opts.request_timeout_ms);
     }
 
     fn wake_reads_applied(&self) {
         let applied = self.state.borrow().applied();
-        let mut ready = Vec::new();
-        {
-            let mut waiting = self.reads_applying.borrow_mut();
-            while let Some(entry) = waiting.first_entry() {
-                if *entry.key() > applied {
-                    break;
-                }
-                ready.extend(entry.remove());
-            }
-        }
+        let ready = self.reads.borrow_mut().applied(applied);
         for w in ready {
-            let _ = w.send(Ok(()));
+            let _ = w.0.send(Ok(()));
         }
     }
 
@@ -1487,11 +1426,10 @@ impl<S: StateMachine> Group<S> {
         if self.sole_voter_has_applied_commit() {
             return Ok(());
         }
-        if self.pending_reads() >= self.opts.pending_reads_max {
+        let (tx, rx) = oneshot::channel();
+        if self.reads.borrow_mut().push(ReadW(tx)).is_err() {
             return Err(GroupError::Overloaded);
         }
-        let (tx, rx) = oneshot::channel();
-        self.reads_unissued.borrow_mut().push(tx);
         self.kick();
         self.wait(rx).await?
     }
