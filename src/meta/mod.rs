@@ -23,6 +23,9 @@ use kv::{KvCommand, KvState};
 /// Domain tags of commands. Fixed forever.
 pub const DOMAIN_KV: u8 = 1;
 pub const DOMAIN_GLOBAL: u8 = 2;
+/// Reserved for the domains being built: Milvus's root coordinator and CubeFS's master.
+pub const DOMAIN_MILVUS: u8 = 3;
+pub const DOMAIN_CUBEFS: u8 = 4;
 /// Versions of each domain's command body written today.
 pub const KV_COMMAND_VERSION: u8 = 1;
 pub const GLOBAL_COMMAND_VERSION: u8 = 1;
@@ -32,6 +35,8 @@ const COMMAND_HEADER_BYTES: usize = 8;
 pub const TAG_META: u16 = 1;
 pub const TAG_KV: u16 = 2;
 pub const TAG_GLOBAL: u16 = 3;
+pub const TAG_MILVUS: u16 = 4;
+pub const TAG_CUBEFS: u16 = 5;
 const SECTION_VERSION: u16 = 1;
 
 /// A change to one table of the meta table.

@@ -27,7 +27,9 @@ pub fn parse_count(req: &Request, max: u64) -> Result<u64, Response> {
     }
 }
 
-async fn call(me: Rc<Shard>, call: ServiceCall) -> Result<Range, ServiceError> {
+/// Calls the cluster's TSO or ID allocator from any shard of any node (domains stamp their
+/// commands with it before proposing).
+pub async fn call(me: Rc<Shard>, call: ServiceCall) -> Result<Range, ServiceError> {
     me.run_on(0, move |s0: Rc<Shard>| async move {
         s0.services.serve(&s0.group, call).await
     })
