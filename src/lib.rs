@@ -6,6 +6,8 @@
 //! - [`services`]: leader-only services (TSO, ID allocator) on group 0's leader;
 //! - [`node`]: the process: config, runtime, start-up, the shard context, admin endpoints.
 
+pub mod admintask;
+pub mod agent;
 pub mod codec;
 pub mod meta;
 pub mod node;
