@@ -524,8 +524,9 @@ impl AdminTasks {
 
     async fn send_batch(&self, addr: &str, due: Vec<taskmap::Due<AdminTask>>) {
         let opts = self.config.send_options(false);
-        for d in due {
-            let mut task = d.task;
+        let mut due = due.into_iter();
+        while let Some(d) = due.next() {
+            let mut task = d.task.clone();
             task.send_count = d.sends.saturating_add(1);
             task.send_time = unix_now_s();
             let op_code = task.op_code;
@@ -539,10 +540,17 @@ impl AdminTasks {
                 Err(e) => {
                     self.count(op_code, |c| c.failed += 1);
                     debug!(node = %addr, error = %e, "admin task send failed");
-                    // The rest of the batch would fail the same way; it is resent later.
-                    if !matches!(e, TaskError::Failed { .. }) {
-                        return;
+                    if matches!(e, TaskError::Failed { .. }) {
+                        continue;
                     }
+                    // The node is unreachable: the rest of the batch would fail the same
+                    // way after as many timeouts. It did not go out, so it is not a send.
+                    if let Some(m) = self.tasks.borrow_mut().get_mut(addr) {
+                        for rest in due.by_ref() {
+                            m.unsend(&rest);
+                        }
+                    }
+                    return;
                 }
             }
         }

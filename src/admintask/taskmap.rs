@@ -77,6 +77,8 @@ pub struct Due<T> {
     pub op_code: u8,
     /// Sends before this one.
     pub sends: u8,
+    /// When it was last sent before this one (for [`TaskMap::unsend`]).
+    pub prev_send_ms: Option<u64>,
     pub task: T,
 }
 
@@ -158,6 +160,18 @@ impl<T: Clone> TaskMap<T> {
         Some((e.op_code, e.task))
     }
 
+    /// Takes back a send handed out by [`TaskMap::tick`] that never went out (an earlier
+    /// task of the batch found the node unreachable), so it counts neither as a send nor
+    /// towards the resend time.
+    pub fn unsend(&mut self, due: &Due<T>) {
+        if let Some(e) = self.entries.get_mut(&due.id) {
+            if e.sends == due.sends.saturating_add(1) {
+                e.sends = due.sends;
+                e.last_send_ms = due.prev_send_ms;
+            }
+        }
+    }
+
     /// Drops expired tasks and hands out the ones to send now, marking them sent at `now_ms`.
     pub fn tick(&mut self, now_ms: u64) -> TickPlan<T> {
         let mut send = Vec::new();
@@ -195,6 +209,7 @@ impl<T: Clone> TaskMap<T> {
                     id,
                     op_code: e.op_code,
                     sends: e.sends,
+                    prev_send_ms: e.last_send_ms,
                     task: e.task.clone(),
                 };
                 e.sends = e.sends.saturating_add(1);
@@ -314,6 +329,22 @@ mod tests {
         assert!(m.complete("a").is_none(), "a second answer finds nothing");
         let plan = m.tick(200_000);
         assert!(plan.send.is_empty() && plan.dropped.is_empty());
+    }
+
+    #[test]
+    fn a_send_that_never_went_out_is_taken_back() {
+        let mut m = map();
+        m.push("a", 0x61, 0, 0);
+        let first = m.tick(0).send.remove(0);
+        assert_eq!(m.sends("a"), Some(1));
+        m.unsend(&first);
+        assert_eq!(m.sends("a"), Some(0));
+        assert_eq!(m.tick(1).send.len(), 1, "due again at once");
+        let second = m.tick(5_001).send.remove(0);
+        assert_eq!(second.sends, 1);
+        m.unsend(&second);
+        assert!(m.tick(5_002).send.len() == 1, "resend time restored");
+        assert_eq!(m.sends("a"), Some(2));
     }
 
     #[test]
