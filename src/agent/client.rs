@@ -1,6 +1,9 @@
-//! A minimal HTTP/1.1 client on monoio for the agent's calls to the masters: one request
-//! per connection (`Connection: close`, as CubeFS's SDK does), bounded response, deadline.
+//! A minimal HTTP/1.1 client on monoio for the agent's calls to the masters: keep-alive
+//! connections shared by every simulated node of the process (so thousands of nodes
+//! posting answers do not open a connection each), bounded response, deadline.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
@@ -10,11 +13,110 @@ use monoio::net::TcpStream;
 /// Largest response accepted.
 pub const RESPONSE_BYTES_MAX: usize = 8 * 1024 * 1024;
 
+/// Idle connections kept per master.
+pub const IDLE_PER_ADDR_MAX: usize = 64;
+
 /// A response: status and body.
 #[derive(Debug, Clone)]
 pub struct HttpReply {
     pub status: u16,
     pub body: Vec<u8>,
+    /// The server keeps the connection open.
+    pub keep_alive: bool,
+}
+
+/// Keep-alive connections to the masters, for one thread.
+#[derive(Default)]
+pub struct HttpPool {
+    idle: RefCell<HashMap<SocketAddr, Vec<TcpStream>>>,
+}
+
+impl HttpPool {
+    /// Sends one request and reads its response within `timeout`, on an idle connection
+    /// if there is one. A reused connection the server closed meanwhile is replaced once
+    /// (requests the agent sends are safe to repeat: registration is idempotent per
+    /// address, and an answer applied twice changes nothing).
+    pub async fn call(
+        &self,
+        addr: &str,
+        method: &str,
+        target: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<HttpReply, String> {
+        let sa = resolve(addr)?;
+        let mut req = format!(
+            "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nUser-Agent: mast-node\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        let work = async {
+            let pooled = self.idle.borrow_mut().get_mut(&sa).and_then(Vec::pop);
+            if let Some(stream) = pooled {
+                if let Ok((reply, stream)) = exchange(stream, addr, req.clone()).await {
+                    self.give_back(sa, reply.keep_alive, stream);
+                    return Ok(reply);
+                }
+            }
+            let stream = TcpStream::connect(sa)
+                .await
+                .map_err(|e| format!("connect {addr}: {e}"))?;
+            let _ = stream.set_nodelay(true);
+            let (reply, stream) = exchange(stream, addr, req).await?;
+            self.give_back(sa, reply.keep_alive, stream);
+            Ok(reply)
+        };
+        match monoio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "no response from {addr} within {} ms",
+                timeout.as_millis()
+            )),
+        }
+    }
+
+    fn give_back(&self, sa: SocketAddr, keep_alive: bool, stream: TcpStream) {
+        if !keep_alive {
+            return;
+        }
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.entry(sa).or_default();
+        if list.len() < IDLE_PER_ADDR_MAX {
+            list.push(stream);
+        }
+    }
+}
+
+/// Writes a request and reads one whole response on `stream`.
+async fn exchange(
+    mut stream: TcpStream,
+    addr: &str,
+    req: Vec<u8>,
+) -> Result<(HttpReply, TcpStream), String> {
+    let (res, _) = stream.write_all(req).await;
+    res.map_err(|e| format!("write to {addr}: {e}"))?;
+    let mut got: Vec<u8> = Vec::new();
+    loop {
+        let buf = Vec::with_capacity(16 * 1024);
+        let (res, buf) = stream.read(buf).await;
+        let n = res.map_err(|e| format!("read from {addr}: {e}"))?;
+        if n == 0 {
+            let mut reply = parse(&got, true)?
+                .ok_or_else(|| format!("connection to {addr} closed mid-response"))?;
+            reply.keep_alive = false;
+            return Ok((reply, stream));
+        }
+        got.extend_from_slice(&buf[..n]);
+        if got.len() > RESPONSE_BYTES_MAX {
+            return Err(format!(
+                "response from {addr} over {RESPONSE_BYTES_MAX} bytes"
+            ));
+        }
+        if let Some(reply) = parse(&got, false)? {
+            return Ok((reply, stream));
+        }
+    }
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr, String> {
@@ -27,58 +129,9 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{addr}: no address"))
 }
 
-/// Sends one request and reads the whole response within `timeout`.
-pub async fn call(
-    addr: &str,
-    method: &str,
-    target: &str,
-    body: &[u8],
-    timeout: Duration,
-) -> Result<HttpReply, String> {
-    let sa = resolve(addr)?;
-    let mut req = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nUser-Agent: mast-node\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(body);
-    let work = async move {
-        let mut stream = TcpStream::connect(sa)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        let (res, _) = stream.write_all(req).await;
-        res.map_err(|e| format!("write to {addr}: {e}"))?;
-        let mut got: Vec<u8> = Vec::new();
-        loop {
-            let buf = Vec::with_capacity(16 * 1024);
-            let (res, buf) = stream.read(buf).await;
-            let n = res.map_err(|e| format!("read from {addr}: {e}"))?;
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
-            if got.len() > RESPONSE_BYTES_MAX {
-                return Err(format!(
-                    "response from {addr} over {RESPONSE_BYTES_MAX} bytes"
-                ));
-            }
-            if let Some(reply) = parse(&got)? {
-                return Ok(reply);
-            }
-        }
-        parse(&got)?.ok_or_else(|| format!("truncated response from {addr}"))
-    };
-    match monoio::time::timeout(timeout, work).await {
-        Ok(r) => r,
-        Err(_) => Err(format!(
-            "no response from {addr} within {} ms",
-            timeout.as_millis()
-        )),
-    }
-}
-
-/// Parses a complete response, `None` while more bytes are needed.
-fn parse(buf: &[u8]) -> Result<Option<HttpReply>, String> {
+/// Parses a complete response, `None` while more bytes are needed (`eof`: the body of a
+/// response without a length ends here).
+fn parse(buf: &[u8], eof: bool) -> Result<Option<HttpReply>, String> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut headers);
     let head = match resp.parse(buf) {
@@ -89,7 +142,11 @@ fn parse(buf: &[u8]) -> Result<Option<HttpReply>, String> {
     let status = resp.code.unwrap_or(0);
     let mut length = None;
     let mut chunked = false;
+    let mut keep_alive = true;
     for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close") {
+            keep_alive = false;
+        }
         if h.name.eq_ignore_ascii_case("content-length") {
             length = std::str::from_utf8(h.value)
                 .ok()
@@ -102,15 +159,25 @@ fn parse(buf: &[u8]) -> Result<Option<HttpReply>, String> {
     }
     let rest = &buf[head..];
     if chunked {
-        return Ok(dechunk(rest)?.map(|body| HttpReply { status, body }));
+        return Ok(dechunk(rest)?.map(|body| HttpReply {
+            status,
+            body,
+            keep_alive,
+        }));
     }
     match length {
         Some(n) if rest.len() >= n => Ok(Some(HttpReply {
             status,
             body: rest[..n].to_vec(),
+            keep_alive,
         })),
         Some(_) => Ok(None),
-        // Without a length the body ends at EOF: the caller retries after EOF.
+        // Without a length the body ends at EOF, and the connection with it.
+        None if eof => Ok(Some(HttpReply {
+            status,
+            body: rest.to_vec(),
+            keep_alive: false,
+        })),
         None => Ok(None),
     }
 }
@@ -152,18 +219,35 @@ mod tests {
 
     #[test]
     fn parses_length_and_chunked_bodies() {
-        let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+        let r = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi", false)
             .unwrap()
             .unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (200, &b"hi"[..]));
-        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nhi")
-            .unwrap()
-            .is_none());
-        let r =
-            parse(b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nno\r\n0\r\n\r\n")
+        assert_eq!(
+            (r.status, r.body.as_slice(), r.keep_alive),
+            (200, &b"hi"[..], true)
+        );
+        assert!(
+            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nhi", false)
                 .unwrap()
-                .unwrap();
+                .is_none()
+        );
+        let r = parse(
+            b"HTTP/1.1 400 Bad\r\nConnection: close\r\n\r\nno leader",
+            true,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (r.body.as_slice(), r.keep_alive),
+            (&b"no leader"[..], false)
+        );
+        let r = parse(
+            b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nno\r\n0\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!((r.status, r.body.as_slice()), (400, &b"no"[..]));
-        assert!(parse(b"garbage\r\n\r\n").is_err());
+        assert!(parse(b"garbage\r\n\r\n", false).is_err());
     }
 }

@@ -348,6 +348,7 @@ struct SimNode {
     /// Index in `cfg.masters` of the master that last answered.
     leader: Cell<usize>,
     conns: Cell<usize>,
+    http: Rc<client::HttpPool>,
 }
 
 async fn run(
@@ -358,10 +359,11 @@ async fn run(
     ready: std::sync::mpsc::Sender<Result<Vec<String>, String>>,
 ) {
     let cfg = Rc::new(config);
+    let http = Rc::new(client::HttpPool::default());
     let mut nodes = Vec::with_capacity(cfg.simulate);
     let mut listeners = Vec::with_capacity(cfg.simulate);
     for i in 0..cfg.simulate {
-        match open_node(&cfg, i, &faults, &views) {
+        match open_node(&cfg, i, &faults, &views, &http) {
             Ok((node, l)) => {
                 nodes.push(node);
                 listeners.push(l);
@@ -406,6 +408,7 @@ fn open_node(
     i: usize,
     faults: &Arc<Faults>,
     views: &Views,
+    http: &Rc<client::HttpPool>,
 ) -> Result<(Rc<SimNode>, TcpListener), String> {
     let path = cfg.data_dir.join(format!("node-{i}")).join("state.json");
     let saved = NodeState::load(&path)?;
@@ -414,8 +417,17 @@ fn open_node(
             .as_ref()
             .and_then(|s| s.addr.parse::<SocketAddr>().ok())
     } else {
+        let port = u16::try_from(i)
+            .ok()
+            .and_then(|i| cfg.listen.port().checked_add(i))
+            .ok_or_else(|| {
+                format!(
+                    "node {i}: listen port {} + {i} exceeds 65535",
+                    cfg.listen.port()
+                )
+            })?;
         let mut a = cfg.listen;
-        a.set_port(cfg.listen.port() + i as u16);
+        a.set_port(port);
         Some(a)
     };
     let listener = match wanted {
@@ -494,6 +506,7 @@ fn open_node(
         master_hint: RefCell::new(None),
         leader: Cell::new(0),
         conns: Cell::new(0),
+        http: http.clone(),
     });
     Ok((node, listener))
 }
@@ -533,7 +546,7 @@ impl SimNode {
 
     async fn get(&self, master: &str, target: &str) -> Result<client::Envelope, String> {
         let timeout = Duration::from_millis(self.cfg.http_timeout_ms);
-        let r = client::call(master, "GET", target, b"", timeout).await?;
+        let r = self.http.call(master, "GET", target, b"", timeout).await?;
         if r.status != 200 {
             return Err(format!(
                 "{master}: HTTP {} {}",
@@ -710,7 +723,7 @@ impl SimNode {
         }
         candidates.extend(self.masters().into_iter().map(|(i, m)| (Some(i), m)));
         for (i, master) in candidates {
-            match client::call(&master, "POST", path, &body, timeout).await {
+            match self.http.call(&master, "POST", path, &body, timeout).await {
                 Ok(r) if r.status == 200 => {
                     if let Some(i) = i {
                         self.leader.set(i);
