@@ -80,7 +80,8 @@ fn agents_register_and_heartbeats_fill_liveness() {
     let hb = m.with(|t| t.counters(op::DATA_NODE_HEARTBEAT));
     assert!(hb.queued >= 3 && hb.sent >= 3 && hb.acked >= 3, "{hb:?}");
     assert_eq!(hb.failed, 0);
-    let text = m.with(|t| mast::admintask::metrics::render(&[t.metrics()]));
+    let text =
+        m.with(|t| mast::admintask::metrics::render(&[t.metrics()], &t.config.named_limits()));
     assert!(
         text.contains(
             "mast_admin_tasks_total{op=\"data_node_heartbeat\",opcode=\"99\",event=\"acked\"}"
@@ -89,6 +90,10 @@ fn agents_register_and_heartbeats_fill_liveness() {
     );
     assert!(
         text.contains("mast_admin_nodes_active{shard=\"0\"} 5"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mast_admin_limit{name=\"sends_max\"} 3"),
         "{text}"
     );
 }

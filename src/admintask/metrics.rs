@@ -45,8 +45,8 @@ pub struct MetricsSnapshot {
 }
 
 /// Renders the snapshots of every shard as Prometheus text (one series per opcode and
-/// event, summed over shards; gauges per shard).
-pub fn render(shards: &[MetricsSnapshot]) -> String {
+/// event, summed over shards; gauges per shard), and the configured limits.
+pub fn render(shards: &[MetricsSnapshot], limits: &[(&str, u64)]) -> String {
     let mut total: BTreeMap<u8, OpCounters> = BTreeMap::new();
     for s in shards {
         for (code, c) in &s.per_op {
@@ -113,6 +113,14 @@ pub fn render(shards: &[MetricsSnapshot]) -> String {
             |s| s.heartbeat_lag_ms,
         ),
     ];
+    let _ = writeln!(
+        out,
+        "# HELP mast_admin_limit Configured intervals and limits of the admin task manager."
+    );
+    let _ = writeln!(out, "# TYPE mast_admin_limit gauge");
+    for (name, v) in limits {
+        let _ = writeln!(out, "mast_admin_limit{{name=\"{name}\"}} {v}");
+    }
     for (name, kind, help, get) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -142,7 +150,8 @@ mod tests {
         );
         let mut b = a.clone();
         b.driving = true;
-        let text = render(&[a, b]);
+        let text = render(&[a, b], &[("resend_after_ms", 5000)]);
+        assert!(text.contains("mast_admin_limit{name=\"resend_after_ms\"} 5000"));
         assert!(text.contains(
             "mast_admin_tasks_total{op=\"data_node_heartbeat\",opcode=\"99\",event=\"queued\"} 4"
         ));

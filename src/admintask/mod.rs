@@ -117,6 +117,32 @@ impl AdminTaskConfig {
         }
     }
 
+    /// Every interval and limit with its name, for `/metrics`.
+    pub fn named_limits(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("sender_tick_ms", self.sender_tick_ms),
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("inactive_after_ms", self.inactive_after_ms),
+            ("tasks_per_tick_max", self.tasks_per_tick_max as u64),
+            ("resend_after_ms", self.resend_after_ms),
+            ("sends_max", u64::from(self.sends_max)),
+            ("drop_after_ms", self.drop_after_ms),
+            ("tasks_per_node_max", self.tasks_per_node_max as u64),
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("write_attempts", u64::from(self.write_attempts)),
+            ("write_retry_ms", self.write_retry_ms),
+            ("sync_reply_timeout_ms", self.sync_reply_timeout_ms),
+            ("ack_timeout_ms", self.ack_timeout_ms),
+            ("idle_conn_timeout_ms", self.idle_conn_timeout_ms),
+            (
+                "idle_conns_per_node_max",
+                self.idle_conns_per_node_max as u64,
+            ),
+            ("senders_in_flight_max", self.senders_in_flight_max as u64),
+            ("frame_bytes_max", self.frame_bytes_max as u64),
+        ]
+    }
+
     fn limits(&self) -> TaskMapLimits {
         TaskMapLimits {
             tasks_per_tick_max: self.tasks_per_tick_max,
@@ -624,5 +650,5 @@ pub async fn metrics_text(shard: &Rc<Shard>) -> String {
             snaps.push(m);
         }
     }
-    metrics::render(&snaps)
+    metrics::render(&snaps, &shard.admin_tasks.config.named_limits())
 }
