@@ -195,7 +195,10 @@ fn dechunk(mut rest: &[u8]) -> Result<Option<Vec<u8>>, String> {
         if size == 0 {
             return Ok(Some(body));
         }
-        if rest.len() < size + 2 {
+        let Some(need) = size.checked_add(2).filter(|&n| n <= RESPONSE_BYTES_MAX) else {
+            return Err(format!("chunk of {size} bytes over the response limit"));
+        };
+        if rest.len() < need {
             return Ok(None);
         }
         body.extend_from_slice(&rest[..size]);
@@ -249,5 +252,7 @@ mod tests {
         .unwrap();
         assert_eq!((r.status, r.body.as_slice()), (400, &b"no"[..]));
         assert!(parse(b"garbage\r\n\r\n", false).is_err());
+        let huge = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nx";
+        assert!(parse(huge, false).is_err());
     }
 }
