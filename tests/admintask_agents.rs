@@ -196,6 +196,14 @@ fn leader_change_keeps_nodes_active_for_a_full_window() {
         all_active(&m, &a.addrs),
         "nothing is judged while not driving"
     );
+    let t = AdminTask::new(
+        op::DELETE_META_PARTITION,
+        &a.addrs[0],
+        Some(1),
+        TaskRequest::DeletePartition { partition_id: 1 },
+        0,
+    );
+    assert_eq!(m.with(move |tasks| tasks.queue(t)), Pushed::NotMaster);
     m.driving.store(true, std::sync::atomic::Ordering::SeqCst);
     wait_for("driving again", WAIT, || {
         m.with(|t| t.is_driving()).then_some(())

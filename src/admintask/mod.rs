@@ -341,6 +341,9 @@ impl AdminTasks {
     /// Queues an async task for `task.operator_addr` (deduplicated by ID). The task is sent
     /// at the next tick and its answer arrives through `/…/response`.
     pub fn queue(&self, task: AdminTask) -> Pushed {
+        if !self.driving.get() {
+            return Pushed::NotMaster;
+        }
         let op_code = task.op_code;
         let now = self.now_ms();
         let limits = self.config.limits();
@@ -353,7 +356,7 @@ impl AdminTasks {
         match pushed {
             Pushed::Queued => self.count(op_code, |c| c.queued += 1),
             Pushed::Full => self.count(op_code, |c| c.dropped += 1),
-            Pushed::Duplicate => {}
+            Pushed::Duplicate | Pushed::NotMaster => {}
         }
         pushed
     }
@@ -636,6 +639,36 @@ pub async fn live_of(shard: &Rc<Shard>, addr: &str) -> Option<NodeLive> {
         .await
         .ok()
         .flatten()
+}
+
+/// Queues an async task from any shard: hops to the shard owning its node's address.
+pub async fn queue_from(shard: &Rc<Shard>, task: AdminTask) -> Pushed {
+    let owner = crate::placement::owner_shard(&task.operator_addr, shard.mesh.shards());
+    shard
+        .run_on(owner, move |s: Rc<Shard>| async move {
+            s.admin_tasks.queue(task)
+        })
+        .await
+        .unwrap_or(Pushed::NotMaster)
+}
+
+/// Sends a sync task from any shard (on the shard owning its node's address, whose
+/// connection pool it uses) and waits for the node's result.
+pub async fn send_sync_from(shard: &Rc<Shard>, task: AdminTask) -> Result<String, TaskError> {
+    let owner = crate::placement::owner_shard(&task.operator_addr, shard.mesh.shards());
+    let addr = task.operator_addr.clone();
+    shard
+        .run_on(owner, move |s: Rc<Shard>| async move {
+            s.admin_tasks.send_sync(task).await
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(TaskError::Write {
+                addr,
+                attempts: 0,
+                reason: format!("shard {owner} unavailable: {e}"),
+            })
+        })
 }
 
 /// `/metrics` text of every shard's admin task counters. Call from the node's metrics

@@ -58,6 +58,9 @@ pub enum Pushed {
     Duplicate,
     /// The map is at `tasks_per_node_max`.
     Full,
+    /// This node is not the master: nothing would send it (the manager refuses it before
+    /// it reaches a map).
+    NotMaster,
 }
 
 #[derive(Debug, Clone)]
