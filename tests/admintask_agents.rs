@@ -129,14 +129,13 @@ fn restarted_agent_keeps_its_identity_and_partitions() {
 
 #[test]
 fn silent_node_goes_inactive_and_comes_back() {
-    let cfg = fast_config();
-    let inactive_after = Duration::from_millis(cfg.inactive_after_ms);
-    let m = FakeMaster::start(cfg);
+    // The exact timing (18 s, judged at heartbeat rounds) is pinned by the pure core's
+    // tests in src/admintask/live.rs; here the real path: sockets, agents, answers.
+    let m = FakeMaster::start(fast_config());
     let dir = tempfile::tempdir().unwrap();
     let a = agent::start(agent_config(m.http_addr, Role::Data, 2, dir.path())).unwrap();
     wait_for("active", WAIT, || all_active(&m, &a.addrs).then_some(()));
     let (quiet, other) = (a.addrs[0].clone(), a.addrs[1].clone());
-    let muted_at = Instant::now();
     a.set_fault(
         &quiet,
         Fault {
@@ -147,10 +146,6 @@ fn silent_node_goes_inactive_and_comes_back() {
     wait_for("inactive", WAIT, || {
         m.live(&quiet).filter(|l| !l.is_active).map(|_| ())
     });
-    assert!(
-        muted_at.elapsed() >= inactive_after,
-        "inactive only after {inactive_after:?} of silence"
-    );
     assert!(
         m.live(&other).unwrap().is_active,
         "the other node stays active"
@@ -204,12 +199,15 @@ fn leader_change_keeps_nodes_active_for_a_full_window() {
         0,
     );
     assert_eq!(m.with(move |tasks| tasks.queue(t)), Pushed::NotMaster);
+    // The takeover happens after this instant, and nodes may be judged only a whole
+    // window after the takeover.
+    let before_takeover = Instant::now();
     m.driving.store(true, std::sync::atomic::Ordering::SeqCst);
     wait_for("driving again", WAIT, || {
         m.with(|t| t.is_driving()).then_some(())
     });
-    let took_over = Instant::now();
-    std::thread::sleep(inactive_after / 2);
+    // The takeover's heartbeat round has judged them: silent for over two windows, they
+    // are still active.
     assert!(
         all_active(&m, &a.addrs),
         "a new leader gives nodes a full window"
@@ -220,7 +218,7 @@ fn leader_change_keeps_nodes_active_for_a_full_window() {
             .all(|x| m.live(x).is_some_and(|l| !l.is_active))
             .then_some(())
     });
-    assert!(took_over.elapsed() >= inactive_after);
+    assert!(before_takeover.elapsed() >= inactive_after);
     // Answering again reactivates them under the new leader.
     a.set_fault_all(Fault::default());
     wait_for("active again", WAIT, || {
@@ -356,6 +354,7 @@ fn async_tasks_answered_deduplicated_resent_and_dropped() {
         },
     );
     let before = a.view(&addr).unwrap().tasks_received;
+    let c0 = m.with(|t| t.counters(op::DELETE_DATA_PARTITION));
     let (t1, t2) = (delete(6), delete(6));
     let pushed = m.with(move |tasks| (tasks.queue(t1), tasks.queue(t2)));
     assert_eq!(pushed, (Pushed::Queued, Pushed::Duplicate));
@@ -368,12 +367,13 @@ fn async_tasks_answered_deduplicated_resent_and_dropped() {
     assert!(!m.with(move |t| t.is_queued(&a3, &id2)));
     let c = m.with(|t| t.counters(op::DELETE_DATA_PARTITION));
     assert_eq!(c.queued, 2, "{c:?}");
+    // Every send that went out was acked (sent) or timed out (failed); a send that never
+    // went out because an earlier task found the node unreachable does not count.
     assert_eq!(
-        c.sent,
-        1 + u64::from(sends_max),
+        (c.sent - c0.sent) + (c.failed - c0.failed),
+        u64::from(sends_max),
         "resent up to the limit: {c:?}"
     );
-    assert_eq!(c.failed, 0, "{c:?}");
     let received = a.view(&addr).unwrap().tasks_received - before;
     // Heartbeats arrive too; at least sends_max copies of the delete did.
     assert!(received >= u64::from(sends_max), "received {received}");

@@ -36,14 +36,15 @@ pub fn fast_config() -> AdminTaskConfig {
     AdminTaskConfig {
         sender_tick_ms: 50,
         heartbeat_interval_ms: 200,
-        inactive_after_ms: 600,
+        // Several intervals, so a loaded machine does not make a live node look silent.
+        inactive_after_ms: 1_000,
         resend_after_ms: 300,
         sends_max: 3,
         drop_after_ms: 10_000,
         connect_timeout_ms: 1_000,
         write_retry_ms: 100,
-        sync_reply_timeout_ms: 500,
-        ack_timeout_ms: 300,
+        sync_reply_timeout_ms: 1_000,
+        ack_timeout_ms: 1_000,
         ..AdminTaskConfig::default()
     }
 }
