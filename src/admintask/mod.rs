@@ -100,7 +100,7 @@ impl Default for AdminTaskConfig {
             sync_reply_timeout_ms: 30_000,
             ack_timeout_ms: 5_000,
             idle_conn_timeout_ms: 90_000,
-            idle_conns_per_node_max: 2,
+            idle_conns_per_node_max: 1,
             senders_in_flight_max: 8_192,
             frame_bytes_max: proto::ADMIN_FRAME_BYTES_MAX,
             master_addr: String::new(),

@@ -599,6 +599,10 @@ impl SimNode {
                     }
                 }
             }
+            warn_rarely(&format!(
+                "registration: no master of {:?} accepted {} (and maybe other nodes of this process); retrying",
+                self.cfg.masters, self.addr
+            ));
             monoio::time::sleep(Duration::from_millis(self.cfg.register_retry_ms)).await;
         }
     }
@@ -930,6 +934,23 @@ impl SimNode {
         }
         r
     }
+}
+
+/// Logs a warning at most every 10 s per process: thousands of simulated nodes failing
+/// the same way must not flood the log.
+fn warn_rarely(msg: &str) {
+    thread_local! {
+        static LAST: Cell<Option<std::time::Instant>> = const { Cell::new(None) };
+    }
+    LAST.with(|last| {
+        if last
+            .get()
+            .map_or(true, |t| t.elapsed() >= Duration::from_secs(10))
+        {
+            last.set(Some(std::time::Instant::now()));
+            warn!("{msg}");
+        }
+    });
 }
 
 fn disk_path(task: &AdminTask) -> String {
