@@ -28,9 +28,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_channel::oneshot;
 use mast_log::{EntryRecord, Log, LogOptions};
-use mast_raft::pipeline::{
-    Pipeline, PipelineConfig, ReadBatcher, SnapshotSchedule, Step, Waiter,
-};
+use mast_raft::pipeline::{Pipeline, PipelineConfig, ReadBatcher, SnapshotSchedule, Step, Waiter};
 use mast_raft::{
     ConfChange, ConfChangeKind, ConfState, Entry, EntryKind, HardState, Message, RawNode,
     ReadState, Ready, Role, Snapshot, SnapshotMeta, Status, Storage, StorageError,

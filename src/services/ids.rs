@@ -180,6 +180,16 @@ impl IdCore {
         })
     }
 
+    /// The high-water mark a ready leader should persist now so that one id can be served
+    /// (None when ids remain or `term` is not served): what `allocate(term, 1)` would ask
+    /// for, without handing anything out.
+    pub fn block_to_reserve(&self, term: u64) -> Option<u64> {
+        if self.serving != Some(term) || self.next < self.high_water {
+            return None;
+        }
+        self.next.checked_add(1 + self.block)
+    }
+
     pub fn serving_term(&self) -> Option<u64> {
         self.serving
     }
@@ -214,6 +224,24 @@ mod tests {
         };
         *persisted = (*persisted).max(high_water);
         core.block_applied(term, high_water);
+    }
+
+    #[test]
+    fn block_to_reserve_asks_what_allocate_would_and_hands_out_nothing() {
+        let mut c = IdCore::new();
+        assert_eq!(c.block_to_reserve(1), None);
+        c.begin_term(1, 0);
+        let want = c.block_to_reserve(1).expect("a new term needs a block");
+        assert_eq!(c.block_to_reserve(1), Some(want));
+        assert_eq!(c.allocations(), 0);
+        assert_eq!(
+            c.allocate(1, 1),
+            Err(IdError::NeedBlock { high_water: want })
+        );
+        c.block_applied(1, want);
+        assert_eq!(c.block_to_reserve(1), None);
+        assert_eq!(c.allocate(1, 1).unwrap().first, FIRST_ID);
+        assert_eq!(c.block_to_reserve(2), None);
     }
 
     #[test]
