@@ -62,6 +62,7 @@ pub const NODE_INFO_DEFAULTS: [(&str, &str); 8] = [
     Eq,
     PartialOrd,
     Ord,
+    Hash,
     rkyv::Archive,
     rkyv::Serialize,
     rkyv::Deserialize,
