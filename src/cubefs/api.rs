@@ -439,7 +439,7 @@ fn node_info_map(state: &CubefsState) -> std::collections::BTreeMap<String, Stri
 }
 
 async fn get_node_info(me: Rc<Shard>, ctx: Ctx) -> Response {
-    match read0(&me, |s| node_info_map(s)).await {
+    match read0(&me, node_info_map).await {
         Ok(m) => ok(ctx.enc, m),
         Err(e) => group_fail(ctx.enc, &e),
     }
