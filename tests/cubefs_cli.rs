@@ -331,6 +331,9 @@ fn cfs_cli_drives_three_masters() {
         run_cli_scenario(&cluster, leader, follower, &reg);
     }
 
+    concurrent_registrations_agree(&cluster);
+    raft_routes(&cluster, leader, follower);
+
     // Without a quorum: 400 "no leader" (the SDK moves on), getIp still answered.
     let others: Vec<u64> = cluster
         .node_ids()
@@ -528,4 +531,109 @@ fn run_cli_scenario(cluster: &Cluster, leader: u64, follower: u64, reg: &Registe
     let info = cli_ok(home2.path(), &["cluster", "info"], &[]);
     assert!(has_field(&info, "Master leader", &leader_http), "{info}");
     cli_ok(home2.path(), &["datanode", "list"], &["127.0.0.4:17310"]);
+}
+
+/// Registrations of the same addresses racing through every master get one id per address.
+fn concurrent_registrations_agree(cluster: &Cluster) {
+    let addrs: Vec<String> = (1..=5).map(|i| format!("127.0.2.{i}:17310")).collect();
+    let threads: Vec<_> = cluster
+        .node_ids()
+        .into_iter()
+        .flat_map(|id| [id, id])
+        .map(|id| {
+            let http = cluster.http_addr(id);
+            let addrs = addrs.clone();
+            thread::spawn(move || {
+                let mut c = HttpClient::new(http, IO_TIMEOUT);
+                addrs
+                    .iter()
+                    .map(|a| {
+                        let id = ok_data(
+                            &mut c,
+                            &format!("/dataNode/add?addr={a}&zoneName=race&mediaType=1"),
+                        );
+                        id.as_u64().expect("bare id")
+                    })
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let results: Vec<Vec<u64>> = threads
+        .into_iter()
+        .map(|t| t.join().expect("registrar"))
+        .collect();
+    for r in &results {
+        assert_eq!(r, &results[0], "racing registrations disagree: {results:?}");
+    }
+    let mut c = HttpClient::new(cluster.http_addr(cluster.node_ids()[0]), IO_TIMEOUT);
+    for (a, id) in addrs.iter().zip(&results[0]) {
+        let dn = ok_data(&mut c, &format!("/dataNode/get?addr={a}"));
+        assert_eq!(dn["ID"].as_u64(), Some(*id));
+    }
+    let sets = ok_data(&mut c, "/nodeSet/list?zoneName=race");
+    assert_eq!(sets.as_array().map(Vec::len), Some(1), "{sets}");
+    assert_eq!(sets[0]["DataNodeNum"].as_u64(), Some(5));
+}
+
+/// Polls `/get/raftStatus` until `check` holds on its data.
+fn wait_raft_status(c: &mut HttpClient, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + LEADER_TIMEOUT;
+    loop {
+        let (code, _, v) = call(c, "/get/raftStatus");
+        if code == 0 && check(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: last raft status {v}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `/raftNode/add|remove` change the membership of every shard; `/master/changeleader` makes
+/// the asked master the leader, with the registry intact.
+fn raft_routes(cluster: &Cluster, leader: u64, follower: u64) {
+    let mut c = HttpClient::new(cluster.http_addr(follower), IO_TIMEOUT);
+    let (code, msg, _) = call(&mut c, "/raftNode/add?id=9&addr=127.0.0.1:1");
+    assert_eq!((code, msg.as_str()), (2, "parameter peerAddr not found"));
+    let (code, _, _) = call(
+        &mut c,
+        "/raftNode/add?id=9&addr=nohost&peerAddr=127.0.0.1:2",
+    );
+    assert_eq!(code, 2);
+    // A learner that never comes up: the membership has it until it is removed.
+    ok_data(
+        &mut c,
+        "/raftNode/add?id=9&addr=127.0.0.1:1&peerAddr=127.0.0.1:2",
+    );
+    wait_raft_status(&mut c, "learner 9 added", |v| {
+        v["replicas"].get("9").is_some()
+    });
+    let view = ok_data(&mut c, "/admin/getCluster");
+    assert_eq!(
+        view["MasterNodes"].as_array().map(Vec::len),
+        Some(4),
+        "{view}"
+    );
+    ok_data(&mut c, "/raftNode/remove?id=9&addr=127.0.0.1:1");
+    wait_raft_status(&mut c, "learner 9 removed", |v| {
+        v["replicas"].as_object().map(|m| m.len()) == Some(3)
+    });
+
+    let before = ok_data(&mut c, "/admin/getCluster");
+    ok_data(&mut c, "/master/changeleader");
+    let want = cluster.http_addr(follower).to_string();
+    let deadline = Instant::now() + LEADER_TIMEOUT;
+    loop {
+        let view = ok_data(&mut c, "/admin/getCluster");
+        if view["LeaderAddr"].as_str() == Some(want.as_str()) {
+            assert_eq!(view["DataNodes"], before["DataNodes"]);
+            assert_eq!(view["MetaNodes"], before["MetaNodes"]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {follower} did not take over from {leader}: {}",
+            view["LeaderAddr"]
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
 }
