@@ -514,3 +514,97 @@ pub fn node_set_info(state: &CubefsState, live: &LiveMap, set: &NodeSet) -> Node
         MetaNodeSelector: set.meta_node_selector.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::cubefs::CubefsCommand;
+
+    fn registry() -> CubefsState {
+        let mut s = CubefsState::default();
+        for (role, addr, id) in [
+            (NodeRole::Data, "10.0.0.1:17310", 1),
+            (NodeRole::Meta, "10.0.0.1:17210", 3),
+        ] {
+            s.apply(&CubefsCommand::AddNode {
+                role,
+                addr: addr.into(),
+                zone: String::new(),
+                heartbeat_port: "1".into(),
+                replica_port: "2".into(),
+                media_type: if role == NodeRole::Data { 1 } else { 0 },
+                node_id: id,
+                new_set_id: id + 1,
+                now_ms: 1_000,
+            });
+        }
+        s
+    }
+
+    /// The keys CubeFS's Go structs are tagged with (renames included), and the live columns
+    /// filled from the seam.
+    #[test]
+    fn node_infos_use_cubefs_keys() {
+        let s = registry();
+        let mut live = LiveMap::new();
+        live.insert(
+            (NodeRole::Data, "10.0.0.1:17310".into()),
+            LiveInfo {
+                is_active: true,
+                report_time_ms: 2_000,
+                total_bytes: 100 * GB,
+                used_bytes: 10 * GB,
+                available_bytes: 90 * GB,
+                partition_count: 7,
+                cpu_util: 0.5,
+            },
+        );
+        let d = s.node(NodeRole::Data, "10.0.0.1:17310").unwrap();
+        let v = data_node_info(&s, &live, d);
+        for key in [
+            "Zone",
+            "maxDpCntLimit",
+            "cpuUtil",
+            "ioUtil",
+            "TotalWeight",
+            "UsedWeight",
+        ] {
+            assert!(v.get(key).is_some(), "{key} missing in {v}");
+        }
+        for gone in ["ZoneName", "MaxDpCntLimit", "CpuUtil", "IoUtils"] {
+            assert!(v.get(gone).is_none(), "{gone} should be renamed");
+        }
+        assert_eq!(v["IsActive"], true);
+        assert_eq!(v["IsWriteAble"], true);
+        assert_eq!(v["DataPartitionCount"], 7);
+        assert_eq!(v["ReportTime"], "1970-01-01T00:00:02Z");
+        let m = s.node(NodeRole::Meta, "10.0.0.1:17210").unwrap();
+        let v = meta_node_info(&s, &live, m);
+        for key in [
+            "Zone",
+            "maxMpCntLimit",
+            "cpuUtil",
+            "MaxMemAvailWeight",
+            "Threshold",
+        ] {
+            assert!(v.get(key).is_some(), "{key} missing in {v}");
+        }
+        // Never heard from: inactive, zero usage, reported at registration.
+        assert_eq!(
+            (v["IsActive"].as_bool(), v["TotalWeight"].as_u64()),
+            (Some(false), Some(0))
+        );
+        assert_eq!(v["ReportTime"], "1970-01-01T00:00:01Z");
+        let stat = serde_json::to_value(cluster_stat(&s, &live)).unwrap();
+        assert_eq!(stat["DataNodeStatInfo"]["TotalGB"], 100);
+        assert_eq!(stat["DataNodeStatInfo"]["UsedRatio"], "0.100");
+        assert_eq!(
+            stat["ZoneStatInfo"]["default"]["DataNodeStat"]["WritableNodes"],
+            1
+        );
+        assert_eq!(
+            stat["ZoneStatInfo"]["default"]["MetaNodeStat"]["TotalNodes"],
+            1
+        );
+    }
+}

@@ -580,6 +580,18 @@ impl CubefsState {
                 return Err("a node appears twice".into());
             }
         }
+        // Apply hands every id out once (nodes and sets share the allocator's counter).
+        let mut ids = std::collections::HashSet::new();
+        let all = s
+            .nodes
+            .values()
+            .map(|n| n.id)
+            .chain(s.node_sets.keys().copied());
+        for id in all {
+            if !ids.insert(id) {
+                return Err(format!("id {id} is used twice"));
+            }
+        }
         Ok(s)
     }
 
