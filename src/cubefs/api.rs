@@ -225,57 +225,60 @@ async fn get_cluster(me: Rc<Shard>, ctx: Ctx) -> Response {
             .map(|n| views::node_view(&state, &live, n))
             .collect::<Vec<_>>()
     };
-    let masters: Vec<_> = m
+    let masters = m
         .members
         .iter()
-        .map(|(id, addr)| {
-            json!({"Addr": addr, "Status": true, "DomainAddr": "", "ID": id, "IsWritable": false,
-                   "MediaType": 0, "ForbidWriteOpOfProtoVer0": false})
+        .map(|(id, addr)| views::NodeView {
+            Addr: addr.clone(),
+            Status: true,
+            DomainAddr: String::new(),
+            ID: *id,
+            IsWritable: false,
+            MediaType: 0,
+            ForbidWriteOpOfProtoVer0: false,
         })
         .collect();
     let created = match state.settings.created_ms {
         0 => now_ms(),
         t => t,
     };
-    ok(
-        ctx.enc,
-        json!({
-            "Name": cluster_name(&me),
-            "CreateTime": go_datetime(created),
-            "LeaderAddr": m.leader_http.unwrap_or_default(),
-            "DisableAutoAlloc": state.settings.disable_auto_alloc,
-            "ForbidMpDecommission": false,
-            "MetaNodeThreshold": state.settings.meta_node_threshold_ppm as f64 / 1e6,
-            "Applied": m.applied,
-            "MaxDataPartitionID": 0,
-            "MaxMetaNodeID": state.max_common_id(),
-            "MaxMetaPartitionID": 0,
-            "VolDeletionDelayTimeHour": 0,
-            "MetaNodeGOGC": 0,
-            "DataNodeGOGC": 0,
-            "DataNodeStatInfo": views::node_stat_info(&state, &live, NodeRole::Data),
-            "MetaNodeStatInfo": views::node_stat_info(&state, &live, NodeRole::Meta),
-            "VolStatInfo": [],
-            "BadPartitionIDs": [],
-            "BadMetaPartitionIDs": [],
-            "MigratedDataPartitions": [],
-            "MigratedMetaPartitions": [],
-            "DataNodeBadDisks": [],
-            "MasterNodes": masters,
-            "MetaNodes": nodes(NodeRole::Meta),
-            "DataNodes": nodes(NodeRole::Data),
-            "FlashNodes": [],
-            "StatOfStorageClass": [],
-            "StatMigrateStorageClass": [],
-            "DpRepairTimeout": "2h0m0s",
-            "DpBackupTimeout": "168h0m0s",
-            "DpTimeout": "5m0s",
-            "MpTimeout": "1m0s",
-            "AutoDecommissionDiskInterval": "10s",
-            "MaxDpCntLimit": views_limit(&state, "maxDpCntLimit"),
-            "MaxMpCntLimit": views_limit(&state, "maxMpCntLimit"),
-        }),
-    )
+    let view = views::ClusterView {
+        Name: cluster_name(&me),
+        CreateTime: go_datetime(created),
+        LeaderAddr: m.leader_http.unwrap_or_default(),
+        DisableAutoAlloc: state.settings.disable_auto_alloc,
+        ForbidMpDecommission: false,
+        MetaNodeThreshold: state.settings.meta_node_threshold_ppm as f64 / 1e6,
+        Applied: m.applied,
+        MaxDataPartitionID: 0,
+        MaxMetaNodeID: state.max_common_id(),
+        MaxMetaPartitionID: 0,
+        VolDeletionDelayTimeHour: 0,
+        MetaNodeGOGC: 0,
+        DataNodeGOGC: 0,
+        DataNodeStatInfo: views::node_stat_info(&state, &live, NodeRole::Data),
+        MetaNodeStatInfo: views::node_stat_info(&state, &live, NodeRole::Meta),
+        VolStatInfo: Vec::new(),
+        BadPartitionIDs: Vec::new(),
+        BadMetaPartitionIDs: Vec::new(),
+        MigratedDataPartitions: Vec::new(),
+        MigratedMetaPartitions: Vec::new(),
+        DataNodeBadDisks: Vec::new(),
+        MasterNodes: masters,
+        MetaNodes: nodes(NodeRole::Meta),
+        DataNodes: nodes(NodeRole::Data),
+        FlashNodes: Vec::new(),
+        StatOfStorageClass: Vec::new(),
+        StatMigrateStorageClass: Vec::new(),
+        DpRepairTimeout: "2h0m0s",
+        DpBackupTimeout: "168h0m0s",
+        DpTimeout: "5m0s",
+        MpTimeout: "1m0s",
+        AutoDecommissionDiskInterval: "10s",
+        MaxDpCntLimit: views_limit(&state, "maxDpCntLimit"),
+        MaxMpCntLimit: views_limit(&state, "maxMpCntLimit"),
+    };
+    ok(ctx.enc, view)
 }
 
 fn views_limit(state: &CubefsState, key: &str) -> u64 {
@@ -530,7 +533,7 @@ async fn zone_list(me: Rc<Shard>, ctx: Ctx) -> Response {
         let live = LiveMap::new();
         s.zones
             .values()
-            .map(|z| serde_json::to_value(views::zone_view(s, &live, z, false)).unwrap_or_default())
+            .map(|z| serde_json::to_value(views::zone_view(s, &live, None, z)).unwrap_or_default())
             .collect::<Vec<_>>()
     })
     .await
@@ -543,10 +546,11 @@ async fn zone_list(me: Rc<Shard>, ctx: Ctx) -> Response {
 async fn topo_get(me: Rc<Shard>, ctx: Ctx) -> Response {
     match registry_with_live(&me).await {
         Ok((state, live)) => {
+            let members = views::SetMembers::of(&state);
             let zones: Vec<_> = state
                 .zones
                 .values()
-                .map(|z| views::zone_view(&state, &live, z, true))
+                .map(|z| views::zone_view(&state, &live, Some(&members), z))
                 .collect();
             ok(ctx.enc, json!({ "Zones": zones }))
         }
@@ -596,6 +600,7 @@ async fn node_set_list(me: Rc<Shard>, ctx: Ctx) -> Response {
             return fail(ctx.enc, CODE_ZONE_NOT_EXISTS, "zone not exists");
         }
     }
+    let members = views::SetMembers::of(&state);
     let sets: Vec<_> = state
         .node_sets
         .values()
@@ -603,7 +608,7 @@ async fn node_set_list(me: Rc<Shard>, ctx: Ctx) -> Response {
             None => true,
             Some(z) => *z == s.zone,
         })
-        .map(|s| views::node_set_stat(&state, &live, s))
+        .map(|s| views::node_set_stat(&state, &live, &members, s))
         .collect();
     ok(ctx.enc, sets)
 }
@@ -626,7 +631,10 @@ async fn node_set_get(me: Rc<Shard>, ctx: Ctx) -> Response {
         Err(e) => return group_fail(ctx.enc, &e),
     };
     match state.node_sets.get(&id) {
-        Some(set) => ok(ctx.enc, views::node_set_info(&state, &live, set)),
+        Some(set) => {
+            let members = views::SetMembers::of(&state);
+            ok(ctx.enc, views::node_set_info(&state, &live, &members, set))
+        }
         None => fail(ctx.enc, CODE_NODE_SET_NOT_EXISTS, "node set not exists"),
     }
 }

@@ -85,6 +85,46 @@ pub fn node_view(state: &CubefsState, live: &LiveMap, n: &Node) -> NodeView {
     }
 }
 
+/// `/admin/getCluster` (ClusterView). The lists CubeFS's clients walk are `[]`, never null;
+/// the stat objects are always present (cfs-cli dereferences them).
+#[derive(Serialize)]
+pub struct ClusterView {
+    pub Name: String,
+    pub CreateTime: String,
+    pub LeaderAddr: String,
+    pub DisableAutoAlloc: bool,
+    pub ForbidMpDecommission: bool,
+    pub MetaNodeThreshold: f64,
+    pub Applied: u64,
+    pub MaxDataPartitionID: u64,
+    pub MaxMetaNodeID: u64,
+    pub MaxMetaPartitionID: u64,
+    pub VolDeletionDelayTimeHour: i64,
+    pub MetaNodeGOGC: i64,
+    pub DataNodeGOGC: i64,
+    pub DataNodeStatInfo: NodeStatInfo,
+    pub MetaNodeStatInfo: NodeStatInfo,
+    pub VolStatInfo: Vec<serde_json::Value>,
+    pub BadPartitionIDs: Vec<serde_json::Value>,
+    pub BadMetaPartitionIDs: Vec<serde_json::Value>,
+    pub MigratedDataPartitions: Vec<serde_json::Value>,
+    pub MigratedMetaPartitions: Vec<serde_json::Value>,
+    pub DataNodeBadDisks: Vec<serde_json::Value>,
+    pub MasterNodes: Vec<NodeView>,
+    pub MetaNodes: Vec<NodeView>,
+    pub DataNodes: Vec<NodeView>,
+    pub FlashNodes: Vec<NodeView>,
+    pub StatOfStorageClass: Vec<serde_json::Value>,
+    pub StatMigrateStorageClass: Vec<serde_json::Value>,
+    pub DpRepairTimeout: &'static str,
+    pub DpBackupTimeout: &'static str,
+    pub DpTimeout: &'static str,
+    pub MpTimeout: &'static str,
+    pub AutoDecommissionDiskInterval: &'static str,
+    pub MaxDpCntLimit: u64,
+    pub MaxMpCntLimit: u64,
+}
+
 #[derive(Serialize, Default, Clone)]
 pub struct NodeStatInfo {
     pub TotalGB: u64,
@@ -382,20 +422,52 @@ fn media_name(m: u32) -> &'static str {
     }
 }
 
+/// Nodes grouped by node set, built once per request (views of many sets stay O(nodes)).
+pub struct SetMembers<'a> {
+    by_set: BTreeMap<u64, (Vec<&'a Node>, Vec<&'a Node>)>,
+}
+
+impl<'a> SetMembers<'a> {
+    pub fn of(state: &'a CubefsState) -> SetMembers<'a> {
+        let mut by_set: BTreeMap<u64, (Vec<&'a Node>, Vec<&'a Node>)> = BTreeMap::new();
+        for n in state.nodes.values() {
+            let e = by_set.entry(n.node_set).or_default();
+            match n.role {
+                NodeRole::Data => e.0.push(n),
+                NodeRole::Meta => e.1.push(n),
+            }
+        }
+        SetMembers { by_set }
+    }
+
+    fn of_set(&self, id: u64, role: NodeRole) -> &[&'a Node] {
+        match (self.by_set.get(&id), role) {
+            (Some(e), NodeRole::Data) => &e.0,
+            (Some(e), NodeRole::Meta) => &e.1,
+            (None, _) => &[],
+        }
+    }
+}
+
 /// A zone; with its node sets for `/topo/get`, without (`{}` and no media type) for
 /// `/zone/list`.
-pub fn zone_view(state: &CubefsState, live: &LiveMap, z: &Zone, with_sets: bool) -> ZoneView {
+pub fn zone_view(
+    state: &CubefsState,
+    live: &LiveMap,
+    members: Option<&SetMembers>,
+    z: &Zone,
+) -> ZoneView {
     let mut sets = BTreeMap::new();
-    if with_sets {
+    if let Some(members) = members {
         for set in state.node_sets.values().filter(|s| s.zone == z.name) {
-            let members = |role| {
-                state
-                    .nodes_of(role)
-                    .filter(|n| n.node_set == set.id)
+            let views = |role| {
+                members
+                    .of_set(set.id, role)
+                    .iter()
                     .map(|n| node_view(state, live, n))
                     .collect::<Vec<_>>()
             };
-            let (data, meta) = (members(NodeRole::Data), members(NodeRole::Meta));
+            let (data, meta) = (views(NodeRole::Data), views(NodeRole::Meta));
             sets.insert(
                 set.id.to_string(),
                 NodeSetView {
@@ -417,7 +489,7 @@ pub fn zone_view(state: &CubefsState, live: &LiveMap, z: &Zone, with_sets: bool)
         DataNodesetSelector: z.data_nodeset_selector.clone(),
         MetaNodesetSelector: z.meta_nodeset_selector.clone(),
         NodeSet: sets,
-        DataMediaType: if with_sets {
+        DataMediaType: if members.is_some() {
             media_name(z.data_media_type)
         } else {
             ""
@@ -436,22 +508,33 @@ pub struct NodeSetStat {
     pub DataNodeNum: u64,
 }
 
-fn writable_in(state: &CubefsState, live: &LiveMap, set: &NodeSet, role: NodeRole) -> u64 {
-    state
-        .nodes_of(role)
-        .filter(|n| n.node_set == set.id)
+fn writable_in(
+    state: &CubefsState,
+    live: &LiveMap,
+    members: &SetMembers,
+    set: &NodeSet,
+    role: NodeRole,
+) -> u64 {
+    members
+        .of_set(set.id, role)
+        .iter()
         .filter(|n| is_writable(state, n, &live_of(live, n)))
         .count() as u64
 }
 
-pub fn node_set_stat(state: &CubefsState, live: &LiveMap, set: &NodeSet) -> NodeSetStat {
+pub fn node_set_stat(
+    state: &CubefsState,
+    live: &LiveMap,
+    members: &SetMembers,
+    set: &NodeSet,
+) -> NodeSetStat {
     let (d, m) = state.set_counts(set.id);
     NodeSetStat {
         ID: set.id,
         Capacity: set.capacity,
         Zone: set.zone.clone(),
-        CanAllocMetaNodeCnt: writable_in(state, live, set, NodeRole::Meta),
-        CanAllocDataNodeCnt: writable_in(state, live, set, NodeRole::Data),
+        CanAllocMetaNodeCnt: writable_in(state, live, members, set, NodeRole::Meta),
+        CanAllocDataNodeCnt: writable_in(state, live, members, set, NodeRole::Data),
         MetaNodeNum: m.into(),
         DataNodeNum: d.into(),
     }
@@ -482,11 +565,16 @@ pub struct NodeSetStatInfo {
     pub MetaNodeSelector: String,
 }
 
-pub fn node_set_info(state: &CubefsState, live: &LiveMap, set: &NodeSet) -> NodeSetStatInfo {
-    let members = |role| {
-        state
-            .nodes_of(role)
-            .filter(|n| n.node_set == set.id)
+pub fn node_set_info(
+    state: &CubefsState,
+    live: &LiveMap,
+    members: &SetMembers,
+    set: &NodeSet,
+) -> NodeSetStatInfo {
+    let views = |role| {
+        members
+            .of_set(set.id, role)
+            .iter()
             .map(|n| {
                 let l = live_of(live, n);
                 NodeStatView {
@@ -506,10 +594,10 @@ pub fn node_set_info(state: &CubefsState, live: &LiveMap, set: &NodeSet) -> Node
         ID: set.id,
         Capacity: set.capacity,
         Zone: set.zone.clone(),
-        CanAllocMetaNodeCnt: writable_in(state, live, set, NodeRole::Meta),
-        CanAllocDataNodeCnt: writable_in(state, live, set, NodeRole::Data),
-        MetaNodes: members(NodeRole::Meta),
-        DataNodes: members(NodeRole::Data),
+        CanAllocMetaNodeCnt: writable_in(state, live, members, set, NodeRole::Meta),
+        CanAllocDataNodeCnt: writable_in(state, live, members, set, NodeRole::Data),
+        MetaNodes: views(NodeRole::Meta),
+        DataNodes: views(NodeRole::Data),
         DataNodeSelector: set.data_node_selector.clone(),
         MetaNodeSelector: set.meta_node_selector.clone(),
     }
