@@ -104,7 +104,10 @@ where
 }
 
 /// Proposes `cmd` to group 0 and returns the registry's outcome.
-async fn propose0(me: &Rc<Shard>, cmd: CubefsCommand) -> Result<CubefsOutcome, GroupError> {
+pub(crate) async fn propose0(
+    me: &Rc<Shard>,
+    cmd: CubefsCommand,
+) -> Result<CubefsOutcome, GroupError> {
     me.run_on(0, move |s0: Rc<Shard>| async move {
         match s0.group.propose(&MetaCommand::Cubefs(cmd)).await? {
             MetaOutcome::Cubefs(o) => Ok(o),

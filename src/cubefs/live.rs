@@ -13,10 +13,11 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::meta::cubefs::{CubefsState, NodeRole};
+use crate::meta::cubefs::{CubefsCommand, CubefsOutcome, CubefsState, NodeRole};
 use crate::node::shard::Shard;
 use crate::placement::owner_shard;
 use crate::replica::GroupError;
+use crate::services::{api::call, ServiceCall, ServiceError};
 
 /// What the leader knows of a node from its heartbeats.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -130,4 +131,25 @@ pub async fn registered_nodes(
     })
     .await
     .map_err(|_| GroupError::Overloaded)
+}
+
+/// Moves a registered node to `zone` (a heartbeat reported another zone, §7): the zone is
+/// created if new and the node joins that zone's set with the most free
+/// slots, or a new set (its id from the cluster allocator). Same zone: no
+/// change. Returns the registry's outcome (`Refused` with code 12/13 for an unknown node).
+pub async fn move_node_zone(
+    me: &Rc<Shard>,
+    role: NodeRole,
+    addr: &str,
+    zone: &str,
+) -> Result<CubefsOutcome, ServiceError> {
+    let ids = call(me.clone(), ServiceCall::Ids { count: 1 }).await?;
+    let cmd = CubefsCommand::MoveNode {
+        role,
+        addr: addr.to_string(),
+        zone: zone.to_string(),
+        new_set_id: ids.first,
+        now_ms: super::dialect::now_ms(),
+    };
+    Ok(super::api::propose0(me, cmd).await?)
 }

@@ -183,6 +183,16 @@ pub enum CubefsCommand {
         data_node_selector: Option<String>,
         meta_node_selector: Option<String>,
     },
+    // New variants go last: the archived discriminant is the variant's position.
+    /// A heartbeat reported another zone: the node moves to that zone (created if new) and
+    /// to its set with the most free slots, or a new set with `new_set_id`.
+    MoveNode {
+        role: NodeRole,
+        addr: String,
+        zone: String,
+        new_set_id: u64,
+        now_ms: u64,
+    },
 }
 
 /// What applying a command did.
@@ -290,6 +300,13 @@ impl CubefsState {
                 *new_set_id,
                 *now_ms,
             ),
+            CubefsCommand::MoveNode {
+                role,
+                addr,
+                zone,
+                new_set_id,
+                now_ms,
+            } => self.move_node(*role, addr, zone, *new_set_id, *now_ms),
             CubefsCommand::Freeze { enable, now_ms } => {
                 self.touch(*now_ms);
                 self.settings.disable_auto_alloc = *enable;
@@ -309,8 +326,9 @@ impl CubefsState {
                     if !known(k) {
                         return refuse(CODE_PARAM, format!("unknown node info key {k}"));
                     }
-                    if v.is_empty() || v.len() > 20 || v.parse::<f64>().is_err() {
-                        return refuse(CODE_PARAM, format!("{k} {v:?} is not a number"));
+                    let finite = v.parse::<f64>().is_ok_and(|f| f.is_finite() && f >= 0.0);
+                    if v.len() > 20 || !finite {
+                        return refuse(CODE_PARAM, format!("{k} {v:?} is not a number >= 0"));
                     }
                 }
                 self.touch(*now_ms);
@@ -453,52 +471,11 @@ impl CubefsState {
                 format!("the cluster holds {NODES_MAX} nodes already"),
             );
         }
-        if !self.zones.contains_key(zone) && self.zones.len() >= ZONES_MAX {
-            return refuse(
-                CODE_INTERNAL,
-                format!("the cluster holds {ZONES_MAX} zones already"),
-            );
-        }
-        self.touch(now_ms);
-        self.zones.entry(zone.to_string()).or_insert_with(|| Zone {
-            name: zone.to_string(),
-            available: true,
-            data_nodeset_selector: NODESET_SELECTOR_DEFAULT.into(),
-            meta_nodeset_selector: NODESET_SELECTOR_DEFAULT.into(),
-            data_node_selector: NODE_SELECTOR_DEFAULT.into(),
-            meta_node_selector: NODE_SELECTOR_DEFAULT.into(),
-            data_media_type: if role == NodeRole::Data {
-                media_type
-            } else {
-                0
-            },
-        });
-        let set_id = match self.set_with_most_free_slots(zone, role) {
-            Some(id) => id,
-            None => {
-                if self.node_sets.contains_key(&new_set_id)
-                    || self.nodes.values().any(|n| n.id == new_set_id)
-                {
-                    return refuse(CODE_INTERNAL, format!("id {new_set_id} is taken"));
-                }
-                self.node_sets.insert(
-                    new_set_id,
-                    NodeSet {
-                        id: new_set_id,
-                        zone: zone.to_string(),
-                        capacity: self.settings.node_set_cap,
-                        data_node_selector: NODE_SELECTOR_DEFAULT.into(),
-                        meta_node_selector: NODE_SELECTOR_DEFAULT.into(),
-                    },
-                );
-                new_set_id
-            }
+        let set_id = match self.place(role, zone, media_type, new_set_id) {
+            Ok(id) => id,
+            Err(refused) => return refused,
         };
-        let counts = self.set_counts.entry(set_id).or_default();
-        match role {
-            NodeRole::Data => counts.0 += 1,
-            NodeRole::Meta => counts.1 += 1,
-        }
+        self.touch(now_ms);
         self.nodes.insert(
             (role, addr.to_string()),
             Node {
@@ -517,6 +494,112 @@ impl CubefsState {
             id: node_id,
             created: true,
         }
+    }
+
+    /// Takes a slot for a `role` node in `zone`: creates the zone if new, picks the zone's set
+    /// with the most free slots or creates set `new_set_id`, and counts the node in it.
+    /// Checks everything before changing anything (a refusal leaves the table as it was).
+    fn place(
+        &mut self,
+        role: NodeRole,
+        zone: &str,
+        media_type: u32,
+        new_set_id: u64,
+    ) -> Result<u64, CubefsOutcome> {
+        if zone.is_empty() || zone.len() > NAME_BYTES_MAX {
+            return Err(refuse(CODE_PARAM, "zone name is empty or too long"));
+        }
+        if !self.zones.contains_key(zone) && self.zones.len() >= ZONES_MAX {
+            return Err(refuse(
+                CODE_INTERNAL,
+                format!("the cluster holds {ZONES_MAX} zones already"),
+            ));
+        }
+        let existing = self.set_with_most_free_slots(zone, role);
+        if existing.is_none()
+            && (new_set_id == 0
+                || self.node_sets.contains_key(&new_set_id)
+                || self.nodes.values().any(|n| n.id == new_set_id))
+        {
+            return Err(refuse(CODE_INTERNAL, format!("id {new_set_id} is taken")));
+        }
+        self.zones.entry(zone.to_string()).or_insert_with(|| Zone {
+            name: zone.to_string(),
+            available: true,
+            data_nodeset_selector: NODESET_SELECTOR_DEFAULT.into(),
+            meta_nodeset_selector: NODESET_SELECTOR_DEFAULT.into(),
+            data_node_selector: NODE_SELECTOR_DEFAULT.into(),
+            meta_node_selector: NODE_SELECTOR_DEFAULT.into(),
+            data_media_type: if role == NodeRole::Data {
+                media_type
+            } else {
+                0
+            },
+        });
+        let set_id = match existing {
+            Some(id) => id,
+            None => {
+                self.node_sets.insert(
+                    new_set_id,
+                    NodeSet {
+                        id: new_set_id,
+                        zone: zone.to_string(),
+                        capacity: self.settings.node_set_cap,
+                        data_node_selector: NODE_SELECTOR_DEFAULT.into(),
+                        meta_node_selector: NODE_SELECTOR_DEFAULT.into(),
+                    },
+                );
+                new_set_id
+            }
+        };
+        let counts = self.set_counts.entry(set_id).or_default();
+        match role {
+            NodeRole::Data => counts.0 += 1,
+            NodeRole::Meta => counts.1 += 1,
+        }
+        Ok(set_id)
+    }
+
+    fn move_node(
+        &mut self,
+        role: NodeRole,
+        addr: &str,
+        zone: &str,
+        new_set_id: u64,
+        now_ms: u64,
+    ) -> CubefsOutcome {
+        let zone = if zone.is_empty() { ZONE_DEFAULT } else { zone };
+        let Some(node) = self.node(role, addr) else {
+            let code = match role {
+                NodeRole::Data => CODE_DATA_NODE_NOT_EXISTS,
+                NodeRole::Meta => CODE_META_NODE_NOT_EXISTS,
+            };
+            return refuse(code, format!("{} node {addr} not exists", role.name()));
+        };
+        let (id, old_set, media_type) = (node.id, node.node_set, node.media_type);
+        if node.zone == zone {
+            return CubefsOutcome::Node { id, created: false };
+        }
+        let set_id = match self.place(role, zone, media_type, new_set_id) {
+            Ok(s) => s,
+            Err(refused) => return refused,
+        };
+        if let Some(c) = self.set_counts.get_mut(&old_set) {
+            match role {
+                NodeRole::Data => c.0 = c.0.saturating_sub(1),
+                NodeRole::Meta => c.1 = c.1.saturating_sub(1),
+            }
+            // The counts are derived: an empty set has no entry, as after a restore.
+            if *c == (0, 0) {
+                self.set_counts.remove(&old_set);
+            }
+        }
+        self.touch(now_ms);
+        if let Some(n) = self.nodes.get_mut(&(role, addr.to_string())) {
+            n.zone = zone.to_string();
+            n.node_set = set_id;
+        }
+        CubefsOutcome::Node { id, created: false }
     }
 
     /// The zone's set with the most free slots for `role` (lowest id on a tie), if any has one.

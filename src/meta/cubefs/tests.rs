@@ -136,6 +136,16 @@ fn run_transcript(script: &str) -> String {
                 results.dedup();
                 results.join("\n")
             }
+            "move" => apply(
+                &mut t,
+                CubefsCommand::MoveNode {
+                    role: role(w[1]),
+                    addr: w[2].into(),
+                    zone: kv(&w, "zone").unwrap_or("").into(),
+                    new_set_id: num(&w, "set", 0),
+                    now_ms,
+                },
+            ),
             "freeze" => apply(
                 &mut t,
                 CubefsCommand::Freeze {
@@ -256,6 +266,14 @@ fn command() -> impl Strategy<Value = CubefsCommand> {
                     now_ms: 5,
                 }
             }),
+        2 => (any::<bool>(), (1u8..6).prop_map(|i| format!("127.0.0.{i}:17310")), zone.clone(), 1u64..40)
+            .prop_map(|(data, addr, zone, new_set_id)| CubefsCommand::MoveNode {
+                role: if data { NodeRole::Data } else { NodeRole::Meta },
+                addr,
+                zone,
+                new_set_id,
+                now_ms: 6,
+            }),
         1 => any::<bool>().prop_map(|enable| CubefsCommand::Freeze { enable, now_ms: 7 }),
         1 => (0u32..1_200_000).prop_map(|ppm| CubefsCommand::SetThreshold { ppm, now_ms: 8 }),
         1 => (prop::sample::select(vec!["batchCount", "loadFactor", "nope"]), "[0-9x]{0,3}")
@@ -292,7 +310,11 @@ proptest! {
         let mut a = CubefsState::default();
         let cut = cut.min(cmds.len());
         for c in &cmds[..cut] {
-            a.apply(c);
+            let before = a.clone();
+            // A refusal changes nothing, whatever it refuses.
+            if let CubefsOutcome::Refused { .. } = a.apply(c) {
+                prop_assert_eq!(&before, &a);
+            }
         }
         let mut b = CubefsState::restore(&a.snapshot()).expect("restores");
         prop_assert_eq!(&a, &b);
