@@ -336,6 +336,21 @@ proptest! {
     #[test]
     fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         let _ = CubefsState::restore(&bytes);
+        // As a command body of this domain: refused or applied, never a panic.
+        let mut cmd = vec![crate::meta::DOMAIN_CUBEFS, 1, 0, 0, 0, 0, 0, 0];
+        cmd.extend_from_slice(&bytes);
+        let mut t = MetaTable::empty();
+        let _ = t.apply(1, &cmd);
+    }
+
+    /// Valid commands with bytes flipped decode to something or are refused; never a panic.
+    #[test]
+    fn flipped_commands_never_panic(c in command(), at in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let mut bytes = MetaCommand::Cubefs(c).encode();
+        let i = at.index(bytes.len());
+        bytes[i] ^= 1 << bit;
+        let mut t = MetaTable::empty();
+        let _ = t.apply(1, &bytes);
     }
 }
 
