@@ -287,6 +287,35 @@ fn cfs_cli_drives_three_masters() {
     let (code, _, _) = call(&mut fc, "/nodeSet/list?zoneName=nope");
     assert_eq!(code, 52);
 
+    // What a data node asks before registering, and the settings routes.
+    let up = ok_data(&mut fc, "/admin/getUpgradeCompatibleSettings");
+    assert_eq!(up["VolsForbidWriteOpOfProtoVer0"], serde_json::json!([]));
+    assert_eq!(up["LegacyDataMediaType"], Value::Bool(false));
+    let info = ok_data(&mut fc, "/admin/getNodeInfo");
+    assert_eq!(info["maxDpCntLimit"], Value::String("3000".into()));
+    assert_eq!(info["batchCount"], Value::String("0".into()));
+    // Parameters travel in the query string on POST too.
+    let r = fc
+        .request("POST", "/threshold/set?threshold=0.8", &[], b"")
+        .expect("POST threshold");
+    assert_eq!(envelope(&r).expect("envelope").0, 0);
+    let (code, _, _) = call(&mut fc, "/threshold/set?threshold=1.5");
+    assert_eq!(code, 2);
+    let (code, msg, _) = call(&mut fc, "/cluster/freeze?enable=");
+    assert_eq!((code, msg.as_str()), (2, "parameter enable not found"));
+    let (code, _, _) = call(&mut fc, "/cluster/freeze?enable=maybe");
+    assert_eq!(code, 2);
+    let mn = ok_data(&mut fc, "/metaNode/get?addr=127.0.0.2:17210");
+    assert_eq!(mn["Threshold"].as_f64(), Some(0.8));
+    let all = ok_data(&mut fc, "/admin/cluster/getAllMetaNodes");
+    assert_eq!(all.as_array().map(Vec::len), Some(3));
+    assert_eq!(all[0]["Status"], Value::Bool(false));
+    // GET-only routes refuse POST as CubeFS's router does (405), never 403.
+    let r = fc
+        .request("POST", "/admin/getCluster", &[], b"")
+        .expect("POST getCluster");
+    assert_eq!(r.status, 405);
+
     // gzip on request: the whole body, marked with CubeFS's header.
     let r = fc
         .request(
@@ -456,7 +485,7 @@ fn run_cli_scenario(cluster: &Cluster, leader: u64, follower: u64, reg: &Registe
     let info = cli_ok(h, &["metanode", "info", addr], &[]);
     assert!(has_field(&info, "ID", &id.to_string()), "{info}");
     assert!(has_field(&info, "RaftHeartbeatPort", "17230"), "{info}");
-    assert!(has_field(&info, "Threshold", "0.75"), "{info}");
+    assert!(has_field(&info, "Threshold", "0.8"), "{info}");
     let o = cli(h, &["metanode", "info", "127.0.0.99:17210"]);
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("meta node not exists"), "{}", o.stderr);
