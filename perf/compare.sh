@@ -348,7 +348,7 @@ write_result() {
 copy_plots() {
     # copy_plots SCENARIO NAME...: keeps the last round's plots next to the table.
     local scenario=$1; shift
-    local name
+    local name kind
     for name in "$@"; do
         for kind in latency throughput; do
             [ -f "$RUN_DIR/$name-$kind.png" ] && cp "$RUN_DIR/$name-$kind.png" "$RESULTS/$DATE-$name-$kind.png"
@@ -485,13 +485,23 @@ scenario_batch() {
                 --workload "$kind" --count "$count"
         done
     done
-    local items
+    local items half
     items=$(python3 -c 'import sys,statistics
 v=[float(l.split()[2]) for l in open(sys.argv[1]) if l.split()[1]=="mast"]
 print(f"{statistics.median(v) * int(sys.argv[2]):.0f}")' "$ROWS" "$count")
-    copy_plots "$name" "$name-mast-r$ROUNDS" "$name-nginx-r$ROUNDS"
+    # Open loop at half of mast's median closed-loop rate: the latency a client sees when the
+    # server is not saturated (corrected p99, from the intended send time).
+    half=$(python3 -c 'import sys,statistics
+v=[float(l.split()[2]) for l in open(sys.argv[1]) if l.split()[1]=="mast"]
+print(max(1.0, statistics.median(v)/2))' "$ROWS")
+    for r in $(seq 1 "$ROUNDS"); do
+        # shellcheck disable=SC2046
+        attempt "open@${half%.*}/s" mast 1 load "$name-open-mast-r$r" $(targets mast 1) \
+            --workload "$kind" --count "$count" --rate "$half"
+    done
+    copy_plots "$name" "$name-mast-r$ROUNDS" "$name-nginx-r$ROUNDS" "$name-open-mast-r$ROUNDS"
     write_result "$name" "POST /$kind?count=$count, 1 node: mast vs nginx (fixed reply)" "$ROWS" \
-        "Each successful request hands out $count $unit (ops/s × $count = $unit/s; mast's median: $items $unit/s; every JSON report in the run dir has \`items.throughput\`). No goal set yet: nginx's fixed reply of the same shape is the ceiling of one core. mast-load checks that each connection's batches increase and carry exactly count=$count."
+        "Each successful request hands out $count $unit (ops/s × $count = $unit/s; mast's median: $items $unit/s; every JSON report in the run dir has \`items.throughput\`). Goals (issue #10): at count=1, mast ≥ 0.7 × nginx's fixed reply of the same shape on the same core; with count batching ≥ 1,000,000 $unit/s and p99 < 1 ms open loop at half of mast's max rate (${half%.*} req/s). mast-load checks that each connection's batches increase and carry exactly count=$count."
 }
 
 # --- main --------------------------------------------------------------------------------

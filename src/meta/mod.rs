@@ -12,11 +12,13 @@
 //! snapshot has no section for it. The fixtures in `src/meta/testdata/` were written by this
 //! code and must keep decoding.
 
+pub mod cubefs;
 pub mod global;
 pub mod kv;
 
 use crate::codec;
 use crate::replica::{Section, StateMachine};
+use cubefs::{CubefsCommand, CubefsOutcome, CubefsState};
 use global::{GlobalCommand, GlobalOutcome, GlobalState};
 use kv::{KvCommand, KvState};
 
@@ -29,6 +31,7 @@ pub const DOMAIN_CUBEFS: u8 = 4;
 /// Versions of each domain's command body written today.
 pub const KV_COMMAND_VERSION: u8 = 1;
 pub const GLOBAL_COMMAND_VERSION: u8 = 1;
+pub const CUBEFS_COMMAND_VERSION: u8 = 1;
 const COMMAND_HEADER_BYTES: usize = 8;
 
 /// Snapshot section tags (0 is the replica's). Fixed forever.
@@ -44,6 +47,7 @@ const SECTION_VERSION: u16 = 1;
 pub enum MetaCommand {
     Kv(KvCommand),
     Global(GlobalCommand),
+    Cubefs(CubefsCommand),
 }
 
 /// What applying a command did.
@@ -51,6 +55,7 @@ pub enum MetaCommand {
 pub enum MetaOutcome {
     Kv(kv::Outcome),
     Global(GlobalOutcome),
+    Cubefs(CubefsOutcome),
     /// The bytes were not a command this version understands; nothing changed (every replica
     /// refuses the same bytes, so they stay equal).
     Refused(String),
@@ -61,6 +66,7 @@ impl MetaCommand {
         let (domain, version, body) = match self {
             MetaCommand::Kv(c) => (DOMAIN_KV, KV_COMMAND_VERSION, codec::encode(c)),
             MetaCommand::Global(c) => (DOMAIN_GLOBAL, GLOBAL_COMMAND_VERSION, codec::encode(c)),
+            MetaCommand::Cubefs(c) => (DOMAIN_CUBEFS, CUBEFS_COMMAND_VERSION, codec::encode(c)),
         };
         let mut out = Vec::with_capacity(COMMAND_HEADER_BYTES + body.len());
         out.extend_from_slice(&[domain, version, 0, 0, 0, 0, 0, 0]);
@@ -81,6 +87,9 @@ impl MetaCommand {
             (DOMAIN_GLOBAL, 1) => codec::decode(body)
                 .map(MetaCommand::Global)
                 .map_err(|e| format!("global command: {e}")),
+            (DOMAIN_CUBEFS, 1) => codec::decode(body)
+                .map(MetaCommand::Cubefs)
+                .map_err(|e| format!("cubefs command: {e}")),
             (d, v) => Err(format!("unknown command domain {d} version {v}")),
         }
     }
@@ -92,6 +101,7 @@ pub struct MetaTable {
     applied: u64,
     pub kv: KvState,
     pub global: GlobalState,
+    pub cubefs: CubefsState,
 }
 
 impl StateMachine for MetaTable {
@@ -116,6 +126,7 @@ impl StateMachine for MetaTable {
         match MetaCommand::decode(command) {
             Ok(MetaCommand::Kv(c)) => MetaOutcome::Kv(self.kv.apply(index, &c)),
             Ok(MetaCommand::Global(c)) => MetaOutcome::Global(self.global.apply(&c)),
+            Ok(MetaCommand::Cubefs(c)) => MetaOutcome::Cubefs(self.cubefs.apply(&c)),
             Err(e) => MetaOutcome::Refused(e),
         }
     }
@@ -145,6 +156,11 @@ impl StateMachine for MetaTable {
                 version: SECTION_VERSION,
                 bytes: self.global.snapshot(),
             },
+            Section {
+                tag: TAG_CUBEFS,
+                version: SECTION_VERSION,
+                bytes: self.cubefs.snapshot(),
+            },
         ]
     }
 
@@ -163,6 +179,10 @@ impl StateMachine for MetaTable {
                 (TAG_GLOBAL, 1) => {
                     t.global =
                         GlobalState::restore(&s.bytes).map_err(|e| format!("global table: {e}"))?
+                }
+                (TAG_CUBEFS, 1) => {
+                    t.cubefs =
+                        CubefsState::restore(&s.bytes).map_err(|e| format!("cubefs table: {e}"))?
                 }
                 (tag, version) => {
                     return Err(format!(
@@ -183,7 +203,7 @@ impl StateMachine for MetaTable {
     }
 
     fn snapshot_cost(&self) -> u64 {
-        self.kv.len() as u64
+        (self.kv.len() + self.cubefs.len()) as u64
     }
 }
 

@@ -262,6 +262,7 @@ fn shard_thread(
         let router = admin::router(ctx.clone());
         let router = crate::meta::kv::api::routes(router, ctx.clone());
         let router = crate::services::api::routes(router, ctx.clone());
+        let router = crate::cubefs::routes(router, ctx.clone());
         let router = crate::admintask::http::routes(router, ctx.clone());
         let router = Rc::new(super::members_api::routes(router, ctx.clone()));
         mast_http::serve(

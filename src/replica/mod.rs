@@ -28,7 +28,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_channel::oneshot;
 use mast_log::{EntryRecord, Log, LogOptions};
-use mast_raft::pipeline::{Pipeline, PipelineConfig, ReadBatcher, Step, Waiter};
+use mast_raft::pipeline::{Pipeline, PipelineConfig, ReadBatcher, SnapshotSchedule, Step, Waiter};
 use mast_raft::{
     ConfChange, ConfChangeKind, ConfState, Entry, EntryKind, HardState, Message, RawNode,
     ReadState, Ready, Role, Snapshot, SnapshotMeta, Status, Storage, StorageError,
@@ -370,15 +370,10 @@ pub struct Group<S: StateMachine> {
     reads: RefCell<ReadBatcher<ReadW>>,
     /// Origin of the `now_ms` the read batcher is given.
     started: std::time::Instant,
-    snapshot_index: Cell<u64>,
-    /// A snapshot is being written (see `maybe_snapshot`).
-    snapshot_in_flight: Cell<bool>,
-    /// Keys in the state when the last snapshot was taken or installed.
-    snapshot_keys: Cell<u64>,
+    /// When to snapshot (the pure rules the simulator drives too; see `maybe_snapshot`).
+    snapshots: RefCell<SnapshotSchedule>,
     /// The hard state last queued to disk (see `handle_ready`).
     persisted_hard_state: Cell<mast_log::HardState>,
-    /// Entry bytes applied since the last snapshot.
-    applied_bytes_since_snapshot: Cell<u64>,
     leader: Cell<u64>,
     removed: Cell<bool>,
     /// Peer and HTTP addresses of members, from config and membership entries.
@@ -542,11 +537,13 @@ impl<S: StateMachine> Group<S> {
             node_id,
             node: RefCell::new(node),
             log,
-            snapshot_index: Cell::new(snapshot.map_or(0, |s| s.0)),
-            applied_bytes_since_snapshot: Cell::new(0),
+            snapshots: RefCell::new(SnapshotSchedule::new(
+                opts.snapshot_every_entries,
+                opts.snapshot_every_bytes,
+                snapshot.map_or(0, |s| s.0),
+                state.snapshot_cost(),
+            )),
             persisted_hard_state: Cell::new(hs),
-            snapshot_in_flight: Cell::new(false),
-            snapshot_keys: Cell::new(state.snapshot_cost()),
             state: RefCell::new(state),
             transport: Rc::new(transport),
             proposals: RefCell::new(HashMap::new()),
@@ -1157,13 +1154,14 @@ impl<S: StateMachine> Group<S> {
             }
             Err(e) => self.fatal("log reset", e),
         }
-        self.snapshot_keys.set(state.snapshot_cost());
+        self.snapshots
+            .borrow_mut()
+            .installed(index, state.snapshot_cost());
         *self.state.borrow_mut() = state;
         for (id, addrs) in &members {
             self.set_peer(*id, addrs);
         }
         self.members.borrow_mut().extend(members);
-        self.snapshot_index.set(index);
         info!(
             shard = self.shard,
             index, "installed snapshot from the leader"
@@ -1173,8 +1171,7 @@ impl<S: StateMachine> Group<S> {
 
     fn apply(&self, entries: Vec<Entry>) {
         let bytes: u64 = entries.iter().map(|e| e.data.len() as u64).sum();
-        self.applied_bytes_since_snapshot
-            .set(self.applied_bytes_since_snapshot.get() + bytes);
+        self.snapshots.borrow_mut().applied_bytes(bytes);
         let mut replies = Vec::new();
         for e in entries {
             match e.kind {
@@ -1252,24 +1249,11 @@ impl<S: StateMachine> Group<S> {
     /// that heartbeats and appends keep flowing while a large snapshot goes to disk; the log
     /// is compacted once the snapshot is durable.
     fn maybe_snapshot(self: &Rc<Self>) {
-        if self.snapshot_in_flight.get() {
-            return;
-        }
         let (applied, keys) = {
             let state = self.state.borrow();
             (state.applied(), state.snapshot_cost())
         };
-        // A snapshot costs O(keys) of this thread's time, so the next one waits for at least
-        // as many entries as the last one held keys: amortized O(1) per write however large
-        // the state grows (a fixed interval would re-serialize a big state every second).
-        let interval = self
-            .opts
-            .snapshot_every_entries
-            .max(self.snapshot_keys.get());
-        let due_by_entries = applied >= self.snapshot_index.get() + interval;
-        let due_by_bytes =
-            self.applied_bytes_since_snapshot.get() >= self.opts.snapshot_every_bytes;
-        if !(due_by_entries || due_by_bytes) || applied <= self.snapshot_index.get() {
+        if !self.snapshots.borrow().due(applied) {
             return;
         }
         let Some(term) = self.node.borrow().term_at(applied) else {
@@ -1282,20 +1266,16 @@ impl<S: StateMachine> Group<S> {
             term,
             extra: encode_conf(&conf),
         };
-        self.snapshot_in_flight.set(true);
-        self.snapshot_keys.set(keys);
-        self.applied_bytes_since_snapshot.set(0);
+        self.snapshots.borrow_mut().started(applied, keys);
         let g = self.clone();
         monoio::spawn(async move {
             if let Err(e) = g.log.save_snapshot(meta, Bytes::from(data)).await {
                 g.fatal("snapshot save", e);
             }
-            // A leader's snapshot may have been installed meanwhile: never move backwards.
-            g.snapshot_index.set(g.snapshot_index.get().max(applied));
             if let Err(e) = g.log.compact(applied) {
                 g.fatal("log compact", e);
             }
-            g.snapshot_in_flight.set(false);
+            g.snapshots.borrow_mut().finished(applied);
             info!(
                 shard = g.shard,
                 index = applied,
@@ -1544,7 +1524,7 @@ impl<S: StateMachine> Group<S> {
             applied: state.applied(),
             first_index: st.first_index,
             last_index: st.last_index,
-            snapshot_index: self.snapshot_index.get(),
+            snapshot_index: self.snapshots.borrow().last_index(),
             voters: st.conf_state.voters.clone(),
             learners: st.conf_state.learners.clone(),
             keys: state.snapshot_cost(),

@@ -7,9 +7,11 @@
 //!
 //! A leader of term `T` starts at `max(persisted high-water when T began, FIRST_ID)` (the
 //! `floor`) and serves only after a block it proposed in term `T` applied. A block is
-//! `next + count + BLOCK` when the request does not fit ([`IdError::NeedBlock`], synchronous);
-//! when fewer than `BLOCK / 2` ids remain after a request, it asks for `next + BLOCK` in the
-//! background ([`IdAllocation::renew_high_water`]). Ids are never reissued and strictly
+//! `next + count + block` when the request does not fit ([`IdError::NeedBlock`], synchronous);
+//! when fewer than `block / 2` ids remain after a request, it asks for `next + block` in the
+//! background ([`IdAllocation::renew_high_water`]). `block` starts at [`BLOCK`] each term and
+//! doubles (to [`BLOCK_MAX`]) whenever a request finds a block of this term used up: a fixed
+//! block would cost one synchronous raft commit per `BLOCK` ids under batch demand. Ids are never reissued and strictly
 //! increase, across leader changes and restarts.
 //!
 //! As for the TSO, a call carrying a term above the served one ends it (as
@@ -17,8 +19,11 @@
 //! `step_down` when the node learns of a higher term) and replies only while it still holds
 //! leadership of the term it passed.
 
-/// Ids proposed ahead of need.
+/// Ids proposed ahead of need when a term starts.
 pub const BLOCK: u64 = 10_000;
+/// The block doubles each time demand outruns it (a request finds this term's block used up
+/// before its renewal applied), up to this many ids per raft commit.
+pub const BLOCK_MAX: u64 = 1 << 24;
 /// Largest `count` of one request.
 pub const COUNT_MAX: u64 = 1_000_000;
 /// Ids below are reserved for fixed objects (e.g. Milvus's default database has id 1).
@@ -70,6 +75,8 @@ pub struct IdCore {
     next: u64,
     /// Renewal asked for and not applied yet: (high-water, `next` when asked).
     pending: Option<(u64, u64)>,
+    /// Ids proposed ahead of need (see the module documentation).
+    block: u64,
     allocations: u64,
 }
 
@@ -90,6 +97,7 @@ impl IdCore {
         self.high_water = self.floor;
         self.next = self.floor;
         self.pending = None;
+        self.block = BLOCK;
     }
 
     /// No longer leader: every later `allocate` is refused until the next `begin_term`.
@@ -141,22 +149,26 @@ impl IdCore {
             return Err(IdError::NotServing);
         };
         if end > self.high_water {
+            if self.high_water > self.floor {
+                // A block of this term ran out before its renewal applied: demand outruns it.
+                self.block = (self.block * 2).min(BLOCK_MAX);
+            }
             return Err(IdError::NeedBlock {
-                high_water: end + BLOCK,
+                high_water: end + self.block,
             });
         }
         self.next = end;
         self.allocations += 1;
 
         let mut renew_high_water = None;
-        if self.high_water - end < BLOCK / 2 {
+        if self.high_water - end < self.block / 2 {
             // Ask again if an earlier renewal seems lost (a quarter of a block later).
             let ask = match self.pending {
                 None => true,
-                Some((_, asked_at)) => end >= asked_at + BLOCK / 4,
+                Some((_, asked_at)) => end >= asked_at + self.block / 4,
             };
             if ask {
-                let high_water = end + BLOCK;
+                let high_water = end + self.block;
                 self.pending = Some((high_water, end));
                 renew_high_water = Some(high_water);
             }
@@ -166,6 +178,16 @@ impl IdCore {
             count,
             renew_high_water,
         })
+    }
+
+    /// The high-water mark a ready leader should persist now so that one id can be served
+    /// (None when ids remain or `term` is not served): what `allocate(term, 1)` would ask
+    /// for, without handing anything out.
+    pub fn block_to_reserve(&self, term: u64) -> Option<u64> {
+        if self.serving != Some(term) || self.next < self.high_water {
+            return None;
+        }
+        self.next.checked_add(1 + self.block)
     }
 
     pub fn serving_term(&self) -> Option<u64> {
@@ -202,6 +224,24 @@ mod tests {
         };
         *persisted = (*persisted).max(high_water);
         core.block_applied(term, high_water);
+    }
+
+    #[test]
+    fn block_to_reserve_asks_what_allocate_would_and_hands_out_nothing() {
+        let mut c = IdCore::new();
+        assert_eq!(c.block_to_reserve(1), None);
+        c.begin_term(1, 0);
+        let want = c.block_to_reserve(1).expect("a new term needs a block");
+        assert_eq!(c.block_to_reserve(1), Some(want));
+        assert_eq!(c.allocations(), 0);
+        assert_eq!(
+            c.allocate(1, 1),
+            Err(IdError::NeedBlock { high_water: want })
+        );
+        c.block_applied(1, want);
+        assert_eq!(c.block_to_reserve(1), None);
+        assert_eq!(c.allocate(1, 1).unwrap().first, FIRST_ID);
+        assert_eq!(c.block_to_reserve(2), None);
     }
 
     #[test]
@@ -282,15 +322,16 @@ mod tests {
         assert_eq!(c.allocate(1, COUNT_MAX + 1), Err(IdError::BadCount));
         assert_eq!(c.allocate(1, u64::MAX), Err(IdError::BadCount));
         assert_eq!(c.allocate(0, 0), Err(IdError::NotServing));
-        // The largest request needs a block of its own, synchronously.
+        // The largest request needs a block of its own, synchronously (and, having used up
+        // this term's first block, a bigger one).
         let next = c.next_id();
         assert_eq!(
             c.allocate(1, COUNT_MAX),
             Err(IdError::NeedBlock {
-                high_water: next + COUNT_MAX + BLOCK
+                high_water: next + COUNT_MAX + 2 * BLOCK
             })
         );
-        c.block_applied(1, next + COUNT_MAX + BLOCK);
+        c.block_applied(1, next + COUNT_MAX + 2 * BLOCK);
         let a = c.allocate(1, COUNT_MAX).unwrap();
         assert_eq!(
             (a.first, a.count, a.renew_high_water),
@@ -325,10 +366,11 @@ mod tests {
                     asked.extend(a.renew_high_water);
                 }
                 Err(e) => {
+                    // The renewal did not apply in time: the next block is twice as large.
                     assert_eq!(
                         e,
                         IdError::NeedBlock {
-                            high_water: c.next_id() + 100 + BLOCK
+                            high_water: c.next_id() + 100 + 2 * BLOCK
                         }
                     );
                     break;
@@ -366,6 +408,43 @@ mod tests {
                 in_flight.push_back((i + 20, h));
             }
         }
+    }
+
+    #[test]
+    fn the_block_grows_while_demand_outruns_it_and_restarts_each_term() {
+        let mut c = IdCore::new();
+        let mut persisted = 0;
+        ready(&mut c, 1, &mut persisted);
+        // Renewals that never land in time: every exhaustion doubles the block.
+        let mut blocks = Vec::new();
+        for _ in 0..100 {
+            match c.allocate(1, 1_000) {
+                Ok(_) => {}
+                Err(IdError::NeedBlock { high_water }) => {
+                    blocks.push(high_water - c.next_id() - 1_000);
+                    c.block_applied(1, high_water);
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!(blocks[..3], [2 * BLOCK, 4 * BLOCK, 8 * BLOCK]);
+        // Fewer synchronous waits than a fixed block (100k ids / 10k: 9 waits at least).
+        assert!(blocks.len() <= 3, "{blocks:?}");
+        // Up to the cap, never beyond.
+        for _ in 0..40 {
+            let need = c.high_water() - c.next_id() + 1;
+            let Err(IdError::NeedBlock { high_water }) = c.allocate(1, need.min(COUNT_MAX)) else {
+                continue;
+            };
+            assert!(high_water - c.next_id() - need.min(COUNT_MAX) <= BLOCK_MAX);
+            c.block_applied(1, high_water);
+        }
+        // A new term starts from the initial block again.
+        let mut persisted = c.high_water();
+        ready(&mut c, 2, &mut persisted);
+        assert_eq!(c.high_water(), persisted);
+        let a = c.allocate(2, 1).unwrap();
+        assert_eq!(c.high_water() - a.first, 1 + BLOCK);
     }
 
     #[test]

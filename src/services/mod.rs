@@ -87,6 +87,13 @@ pub struct ServiceStats {
     pub relayed_calls: u64,
 }
 
+/// A bound to persist through group 0 before handing out what lies below it.
+#[derive(Debug, Clone, Copy)]
+enum Extension {
+    Tso { bound_ms: u64 },
+    Ids { high_water: u64 },
+}
+
 /// Waiters on the one window extension in flight.
 type Flight = RefCell<Option<Vec<oneshot::Sender<()>>>>;
 
@@ -195,22 +202,16 @@ impl LeaderServices {
 
     async fn warm_up(&self, g: &Group<MetaTable>, term: u64) {
         self.begin_term(g, term);
-        let now = wall_ms();
-        let need_tso = match self.tso.borrow_mut().allocate(term, now, 1) {
-            Err(TsoError::NeedWindow { bound_ms }) => Some(bound_ms),
-            _ => None,
-        };
+        // Ask the cores what to persist rather than allocating: nothing is handed out here.
+        let need_tso = self.tso.borrow().window_to_open(term, wall_ms());
         if let Some(b) = need_tso {
-            if let Err(e) = self.extend_tso(g, term, b).await {
+            if let Err(e) = self.extend(g, term, Extension::Tso { bound_ms: b }).await {
                 warn!(term, %e, "TSO window not opened yet; the next request retries");
             }
         }
-        let need_ids = match self.ids.borrow_mut().allocate(term, 1) {
-            Err(IdError::NeedBlock { high_water }) => Some(high_water),
-            _ => None,
-        };
+        let need_ids = self.ids.borrow().block_to_reserve(term);
         if let Some(h) = need_ids {
-            if let Err(e) = self.extend_ids(g, term, h).await {
+            if let Err(e) = self.extend(g, term, Extension::Ids { high_water: h }).await {
                 warn!(term, %e, "ID block not reserved yet; the next request retries");
             }
         }
@@ -317,7 +318,7 @@ impl LeaderServices {
                     match r {
                         Ok(a) => {
                             if let Some(b) = a.renew_bound_ms {
-                                self.extend_tso_in_background(g, term, b);
+                                self.extend_in_background(g, term, Extension::Tso { bound_ms: b });
                             }
                             return Ok(Range {
                                 first: a.timestamp,
@@ -325,7 +326,7 @@ impl LeaderServices {
                             });
                         }
                         Err(TsoError::NeedWindow { bound_ms }) => {
-                            self.extend_tso(g, term, bound_ms).await?
+                            self.extend(g, term, Extension::Tso { bound_ms }).await?
                         }
                         Err(TsoError::NotServing) => {
                             return Err(GroupError::NotLeader { leader: g.leader() }.into())
@@ -343,7 +344,11 @@ impl LeaderServices {
                     match r {
                         Ok(a) => {
                             if let Some(h) = a.renew_high_water {
-                                self.extend_ids_in_background(g, term, h);
+                                self.extend_in_background(
+                                    g,
+                                    term,
+                                    Extension::Ids { high_water: h },
+                                );
                             }
                             return Ok(Range {
                                 first: a.first,
@@ -351,7 +356,7 @@ impl LeaderServices {
                             });
                         }
                         Err(IdError::NeedBlock { high_water }) => {
-                            self.extend_ids(g, term, high_water).await?
+                            self.extend(g, term, Extension::Ids { high_water }).await?
                         }
                         Err(IdError::NotServing) => {
                             return Err(GroupError::NotLeader { leader: g.leader() }.into())
@@ -369,92 +374,59 @@ impl LeaderServices {
         Err(GroupError::Timeout.into())
     }
 
-    fn extend_tso_in_background(
-        self: &Rc<Self>,
-        g: &Rc<Group<MetaTable>>,
-        term: u64,
-        bound_ms: u64,
-    ) {
-        if self.tso_flight.borrow().is_some() {
+    fn extend_in_background(self: &Rc<Self>, g: &Rc<Group<MetaTable>>, term: u64, ext: Extension) {
+        if self.flight(ext).borrow().is_some() {
             return;
         }
         let (me, g) = (self.clone(), g.clone());
         monoio::spawn(async move {
-            if let Err(e) = me.extend_tso(&g, term, bound_ms).await {
-                tracing::debug!(term, %e, "TSO window extension failed; a request will retry");
+            if let Err(e) = me.extend(&g, term, ext).await {
+                tracing::debug!(term, ?ext, %e, "extension failed; a request will retry");
             }
         });
     }
 
-    fn extend_ids_in_background(
-        self: &Rc<Self>,
-        g: &Rc<Group<MetaTable>>,
-        term: u64,
-        high_water: u64,
-    ) {
-        if self.ids_flight.borrow().is_some() {
-            return;
+    fn flight(&self, ext: Extension) -> &Flight {
+        match ext {
+            Extension::Tso { .. } => &self.tso_flight,
+            Extension::Ids { .. } => &self.ids_flight,
         }
-        let (me, g) = (self.clone(), g.clone());
-        monoio::spawn(async move {
-            if let Err(e) = me.extend_ids(&g, term, high_water).await {
-                tracing::debug!(term, %e, "ID block extension failed; a request will retry");
-            }
-        });
     }
 
-    /// Persists a TSO bound proposed in `term` (one in flight at a time; others wait for it).
-    async fn extend_tso(
+    /// Persists a TSO bound or an ID high-water mark proposed in `term`: one raft commit of
+    /// each kind in flight at a time; callers arriving meanwhile wait for it instead.
+    async fn extend(
         &self,
         g: &Group<MetaTable>,
         term: u64,
-        bound_ms: u64,
+        ext: Extension,
     ) -> Result<(), GroupError> {
-        if let Some(rx) = join_flight(&self.tso_flight) {
+        let flight = self.flight(ext);
+        if let Some(rx) = join_flight(flight) {
             // The extension in flight may be smaller than this one needs: the caller's loop
             // asks again if so.
             let _ = rx.await;
             return Ok(());
         }
+        let command = match ext {
+            Extension::Tso { bound_ms } => GlobalCommand::ExtendTsoWindow { bound_ms },
+            Extension::Ids { high_water } => GlobalCommand::ExtendIdBlock { high_water },
+        };
         let r = g
-            .propose_as_leader(
-                &MetaCommand::Global(GlobalCommand::ExtendTsoWindow { bound_ms }),
-                term,
-            )
+            .propose_as_leader(&MetaCommand::Global(command), term)
             .await;
-        if let Ok(MetaOutcome::Global(GlobalOutcome::TsoBound { bound_ms })) = &r {
-            self.tso.borrow_mut().window_applied(term, *bound_ms);
-            self.tso_extensions.set(self.tso_extensions.get() + 1);
+        match &r {
+            Ok(MetaOutcome::Global(GlobalOutcome::TsoBound { bound_ms })) => {
+                self.tso.borrow_mut().window_applied(term, *bound_ms);
+                self.tso_extensions.set(self.tso_extensions.get() + 1);
+            }
+            Ok(MetaOutcome::Global(GlobalOutcome::IdHighWater { high_water })) => {
+                self.ids.borrow_mut().block_applied(term, *high_water);
+                self.ids_extensions.set(self.ids_extensions.get() + 1);
+            }
+            _ => {}
         }
-        for w in self.tso_flight.borrow_mut().take().unwrap_or_default() {
-            let _ = w.send(());
-        }
-        r.map(|_| ())
-    }
-
-    async fn extend_ids(
-        &self,
-        g: &Group<MetaTable>,
-        term: u64,
-        high_water: u64,
-    ) -> Result<(), GroupError> {
-        if let Some(rx) = join_flight(&self.ids_flight) {
-            // The extension in flight may be smaller than this one needs: the caller's loop
-            // asks again if so.
-            let _ = rx.await;
-            return Ok(());
-        }
-        let r = g
-            .propose_as_leader(
-                &MetaCommand::Global(GlobalCommand::ExtendIdBlock { high_water }),
-                term,
-            )
-            .await;
-        if let Ok(MetaOutcome::Global(GlobalOutcome::IdHighWater { high_water })) = &r {
-            self.ids.borrow_mut().block_applied(term, *high_water);
-            self.ids_extensions.set(self.ids_extensions.get() + 1);
-        }
-        for w in self.ids_flight.borrow_mut().take().unwrap_or_default() {
+        for w in flight.borrow_mut().take().unwrap_or_default() {
             let _ = w.send(());
         }
         r.map(|_| ())

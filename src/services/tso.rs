@@ -222,6 +222,17 @@ impl TsoCore {
         })
     }
 
+    /// The bound a ready leader should persist now so that a timestamp at `now_ms` can be
+    /// served (None when the window already covers it or `term` is not served): what
+    /// `allocate` would ask for, without handing anything out.
+    pub fn window_to_open(&self, term: u64, now_ms: u64) -> Option<u64> {
+        if self.serving != Some(term) {
+            return None;
+        }
+        let physical = now_ms.max(self.floor_ms).max(self.last_physical);
+        (physical >= self.window_ms && physical < PHYSICAL_LIMIT_MS).then_some(physical + WINDOW_MS)
+    }
+
     pub fn serving_term(&self) -> Option<u64> {
         self.serving
     }
@@ -263,6 +274,25 @@ mod tests {
         };
         *persisted = (*persisted).max(bound_ms);
         core.window_applied(term, bound_ms);
+    }
+
+    #[test]
+    fn window_to_open_asks_what_allocate_would_and_hands_out_nothing() {
+        let mut c = TsoCore::new();
+        assert_eq!(c.window_to_open(1, T0), None);
+        c.begin_term(1, 0);
+        let want = c.window_to_open(1, T0).expect("a new term needs a window");
+        assert_eq!(c.window_to_open(1, T0), Some(want));
+        assert_eq!(
+            c.allocate(1, T0, 1),
+            Err(TsoError::NeedWindow { bound_ms: want })
+        );
+        c.window_applied(1, want);
+        assert_eq!(c.window_to_open(1, T0), None);
+        assert_eq!(physical_of(c.allocate(1, T0, 1).unwrap().timestamp), T0);
+        // Time past the window asks for a new one.
+        assert_eq!(c.window_to_open(1, want), Some(want + WINDOW_MS));
+        assert_eq!(c.window_to_open(2, T0), None);
     }
 
     #[test]

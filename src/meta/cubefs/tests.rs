@@ -1,0 +1,473 @@
+//! Transcript tests of the registry's apply rules (`testdata/*.txt`; rewrite with
+//! MAST_REWRITE_TRANSCRIPTS=1) and the snapshot round trip as a property.
+
+use super::*;
+use crate::meta::{MetaCommand, MetaOutcome, MetaTable};
+use crate::replica::StateMachine;
+use proptest::prelude::*;
+
+/// `key=value` words of a line.
+fn kv<'a>(words: &[&'a str], key: &str) -> Option<&'a str> {
+    words
+        .iter()
+        .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+}
+
+fn role(w: &str) -> NodeRole {
+    match w {
+        "data" => NodeRole::Data,
+        "meta" => NodeRole::Meta,
+        other => panic!("role {other}"),
+    }
+}
+
+fn num(words: &[&str], key: &str, default: u64) -> u64 {
+    kv(words, key).map_or(default, |v| v.parse().expect("number"))
+}
+
+fn opt(words: &[&str], key: &str) -> Option<String> {
+    kv(words, key).map(String::from)
+}
+
+fn show_state(s: &CubefsState) -> String {
+    let mut out = format!(
+        "settings frozen={} threshold_ppm={} cap={} created_ms={} info={:?}\n",
+        s.settings.disable_auto_alloc,
+        s.settings.meta_node_threshold_ppm,
+        s.settings.node_set_cap,
+        s.settings.created_ms,
+        s.settings.node_info
+    );
+    for z in s.zones.values() {
+        out.push_str(&format!(
+            "zone {} available={} media={} selectors={}/{}/{}/{}\n",
+            z.name,
+            z.available,
+            z.data_media_type,
+            z.data_nodeset_selector,
+            z.meta_nodeset_selector,
+            z.data_node_selector,
+            z.meta_node_selector
+        ));
+    }
+    for set in s.node_sets.values() {
+        let (d, m) = s.set_counts(set.id);
+        out.push_str(&format!(
+            "set {} zone={} cap={} data={d} meta={m} selectors={}/{}\n",
+            set.id, set.zone, set.capacity, set.data_node_selector, set.meta_node_selector
+        ));
+    }
+    for n in s.nodes.values() {
+        out.push_str(&format!(
+            "node {} {} id={} zone={} set={} media={} ports={}/{}\n",
+            n.role.name(),
+            n.addr,
+            n.id,
+            n.zone,
+            n.node_set,
+            n.media_type,
+            n.heartbeat_port,
+            n.replica_port
+        ));
+    }
+    out
+}
+
+/// Runs a transcript through the whole meta table (encode, decode, apply), so the domain's
+/// wiring is covered too.
+fn run_transcript(script: &str) -> String {
+    let mut t = MetaTable::empty();
+    let mut out = String::new();
+    let apply = |t: &mut MetaTable, cmd: CubefsCommand| -> String {
+        let next = t.applied() + 1;
+        match t.apply(next, &MetaCommand::Cubefs(cmd).encode()) {
+            MetaOutcome::Cubefs(o) => format!("{o:?}"),
+            other => format!("unexpected {other:?}"),
+        }
+    };
+    for line in script.lines() {
+        if line.starts_with("> ") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if w.is_empty() || w[0].starts_with('#') {
+            continue;
+        }
+        let now_ms = num(&w, "now", 1_000);
+        let result = match w[0] {
+            "add" => apply(
+                &mut t,
+                CubefsCommand::AddNode {
+                    role: role(w[1]),
+                    addr: w[2].into(),
+                    zone: kv(&w, "zone").unwrap_or("").into(),
+                    heartbeat_port: kv(&w, "hb").unwrap_or("").into(),
+                    replica_port: kv(&w, "rp").unwrap_or("").into(),
+                    media_type: num(&w, "media", 0) as u32,
+                    node_id: num(&w, "id", 0),
+                    new_set_id: num(&w, "set", 0),
+                    now_ms,
+                },
+            ),
+            // addmany ROLE COUNT first=N zone=Z: COUNT nodes 10.0.<N/256>.<N%256>:17310 with
+            // ids 2N, 2N+1 (node, spare set id) for N = first, first+1, ...
+            "addmany" => {
+                let count = w[2].parse::<u64>().expect("count");
+                let first = num(&w, "first", 1);
+                let mut results = Vec::new();
+                for i in first..first + count {
+                    results.push(apply(
+                        &mut t,
+                        CubefsCommand::AddNode {
+                            role: role(w[1]),
+                            addr: format!("10.0.{}.{}:17310", i / 256, i % 256),
+                            zone: kv(&w, "zone").unwrap_or("").into(),
+                            heartbeat_port: String::new(),
+                            replica_port: String::new(),
+                            media_type: num(&w, "media", 0) as u32,
+                            node_id: 2 * i + 1000,
+                            new_set_id: 2 * i + 1001,
+                            now_ms,
+                        },
+                    ));
+                }
+                results.dedup();
+                results.join("\n")
+            }
+            "move" => apply(
+                &mut t,
+                CubefsCommand::MoveNode {
+                    role: role(w[1]),
+                    addr: w[2].into(),
+                    zone: kv(&w, "zone").unwrap_or("").into(),
+                    new_set_id: num(&w, "set", 0),
+                    now_ms,
+                },
+            ),
+            "freeze" => apply(
+                &mut t,
+                CubefsCommand::Freeze {
+                    enable: w[1] == "true",
+                    now_ms,
+                },
+            ),
+            "threshold" => apply(
+                &mut t,
+                CubefsCommand::SetThreshold {
+                    ppm: w[1].parse().expect("ppm"),
+                    now_ms,
+                },
+            ),
+            "nodeinfo" => apply(
+                &mut t,
+                CubefsCommand::SetNodeInfo {
+                    items: w[1..]
+                        .iter()
+                        .filter(|x| !x.starts_with("now="))
+                        .map(|x| {
+                            let (k, v) = x.split_once('=').expect("k=v");
+                            (k.to_string(), v.to_string())
+                        })
+                        .collect(),
+                    now_ms,
+                },
+            ),
+            "zone" => apply(
+                &mut t,
+                CubefsCommand::UpdateZone {
+                    name: w[1].into(),
+                    enable: kv(&w, "enable").map(|v| v == "true"),
+                    data_nodeset_selector: opt(&w, "dns"),
+                    meta_nodeset_selector: opt(&w, "mns"),
+                    data_node_selector: opt(&w, "dn"),
+                    meta_node_selector: opt(&w, "mn"),
+                },
+            ),
+            "nodeset" => apply(
+                &mut t,
+                CubefsCommand::UpdateNodeSet {
+                    id: w[1].parse().expect("id"),
+                    data_node_selector: opt(&w, "dn"),
+                    meta_node_selector: opt(&w, "mn"),
+                },
+            ),
+            "restore" => {
+                let restored = MetaTable::restore(t.snapshot()).expect("own snapshot restores");
+                let same = restored == t;
+                t = restored;
+                format!("restored, equal: {same}")
+            }
+            "state" => show_state(&t.cubefs).trim_end().to_string(),
+            other => panic!("unknown transcript command {other}"),
+        };
+        for l in result.lines() {
+            out.push_str("> ");
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn check_transcript(name: &str) {
+    let path = format!(
+        "{}/src/meta/cubefs/testdata/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let script = std::fs::read_to_string(&path).expect("transcript");
+    let got = run_transcript(&script);
+    if std::env::var_os("MAST_REWRITE_TRANSCRIPTS").is_some() {
+        std::fs::write(&path, &got).expect("rewrite transcript");
+        return;
+    }
+    assert_eq!(
+        got, script,
+        "transcript {name} differs (MAST_REWRITE_TRANSCRIPTS=1 rewrites)"
+    );
+}
+
+#[test]
+fn registration_transcript() {
+    check_transcript("registration.txt");
+}
+
+#[test]
+fn settings_transcript() {
+    check_transcript("settings.txt");
+}
+
+fn command() -> impl Strategy<Value = CubefsCommand> {
+    let addr = (1u8..6).prop_map(|i| format!("127.0.0.{i}:17310"));
+    let zone = prop::sample::select(vec!["", "default", "z1", "z2"]).prop_map(String::from);
+    let selector = prop::option::of(
+        prop::sample::select(vec!["RoundRobin", "Straw", "bogus"]).prop_map(String::from),
+    );
+    prop_oneof![
+        4 => (
+            any::<bool>(),
+            addr,
+            zone.clone(),
+            0u32..3,
+            1u64..40,
+            1u64..40
+        )
+            .prop_map(|(data, addr, zone, media_type, node_id, new_set_id)| {
+                CubefsCommand::AddNode {
+                    role: if data { NodeRole::Data } else { NodeRole::Meta },
+                    addr,
+                    zone,
+                    heartbeat_port: "17330".into(),
+                    replica_port: "17340".into(),
+                    media_type,
+                    node_id,
+                    new_set_id,
+                    now_ms: 5,
+                }
+            }),
+        2 => (any::<bool>(), (1u8..6).prop_map(|i| format!("127.0.0.{i}:17310")), zone.clone(), 1u64..40)
+            .prop_map(|(data, addr, zone, new_set_id)| CubefsCommand::MoveNode {
+                role: if data { NodeRole::Data } else { NodeRole::Meta },
+                addr,
+                zone,
+                new_set_id,
+                now_ms: 6,
+            }),
+        1 => any::<bool>().prop_map(|enable| CubefsCommand::Freeze { enable, now_ms: 7 }),
+        1 => (0u32..1_200_000).prop_map(|ppm| CubefsCommand::SetThreshold { ppm, now_ms: 8 }),
+        1 => (prop::sample::select(vec!["batchCount", "loadFactor", "nope"]), "[0-9x]{0,3}")
+            .prop_map(|(k, v)| CubefsCommand::SetNodeInfo {
+                items: vec![(k.to_string(), v)],
+                now_ms: 9
+            }),
+        1 => (zone, prop::option::of(any::<bool>()), selector.clone()).prop_map(
+            |(name, enable, s)| CubefsCommand::UpdateZone {
+                name,
+                enable,
+                data_nodeset_selector: s.clone(),
+                meta_nodeset_selector: None,
+                data_node_selector: None,
+                meta_node_selector: s,
+            }
+        ),
+        1 => (1u64..40, selector).prop_map(|(id, s)| CubefsCommand::UpdateNodeSet {
+            id,
+            data_node_selector: s,
+            meta_node_selector: None,
+        }),
+    ]
+}
+
+proptest! {
+    /// A snapshot taken anywhere restores to an equal registry that then evolves identically
+    /// (the derived per-set counts included), and every command survives its encoding.
+    #[test]
+    fn snapshots_restore_equal_registries(
+        cmds in prop::collection::vec(command(), 0..60),
+        cut in 0usize..60,
+    ) {
+        let mut a = CubefsState::default();
+        let cut = cut.min(cmds.len());
+        for c in &cmds[..cut] {
+            let before = a.clone();
+            // A refusal changes nothing, whatever it refuses.
+            if let CubefsOutcome::Refused { .. } = a.apply(c) {
+                prop_assert_eq!(&before, &a);
+            }
+        }
+        let mut b = CubefsState::restore(&a.snapshot()).expect("restores");
+        prop_assert_eq!(&a, &b);
+        for c in &cmds[cut..] {
+            let decoded = MetaCommand::decode(&MetaCommand::Cubefs(c.clone()).encode());
+            prop_assert_eq!(decoded, Ok(MetaCommand::Cubefs(c.clone())));
+            prop_assert_eq!(a.apply(c), b.apply(c));
+        }
+        prop_assert_eq!(&a, &b);
+        // Invariants: every node's set is in its zone and no set holds more than its capacity.
+        for n in a.nodes.values() {
+            let set = &a.node_sets[&n.node_set];
+            prop_assert_eq!(&set.zone, &n.zone);
+            let (d, m) = a.set_counts(set.id);
+            prop_assert!(d <= set.capacity && m <= set.capacity);
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let _ = CubefsState::restore(&bytes);
+        // As a command body of this domain: refused or applied, never a panic.
+        let mut cmd = vec![crate::meta::DOMAIN_CUBEFS, 1, 0, 0, 0, 0, 0, 0];
+        cmd.extend_from_slice(&bytes);
+        let mut t = MetaTable::empty();
+        let _ = t.apply(1, &cmd);
+    }
+
+    /// Valid commands with bytes flipped decode to something or are refused; never a panic.
+    #[test]
+    fn flipped_commands_never_panic(c in command(), at in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let mut bytes = MetaCommand::Cubefs(c).encode();
+        let i = at.index(bytes.len());
+        bytes[i] ^= 1 << bit;
+        let mut t = MetaTable::empty();
+        let _ = t.apply(1, &bytes);
+    }
+}
+
+#[test]
+fn corrupt_snapshots_are_refused() {
+    let mut s = CubefsState::default();
+    s.apply(&CubefsCommand::AddNode {
+        role: NodeRole::Meta,
+        addr: "127.0.0.1:17210".into(),
+        zone: String::new(),
+        heartbeat_port: String::new(),
+        replica_port: String::new(),
+        media_type: 0,
+        node_id: 1,
+        new_set_id: 2,
+        now_ms: 1,
+    });
+    let snap = s.snapshot();
+    assert_eq!(CubefsState::restore(&snap).unwrap(), s);
+    assert!(CubefsState::restore(&snap[..snap.len() / 2]).is_err());
+    // A node whose set is missing is refused rather than restored half-wired.
+    let bad = codec::encode(&SnapshotData {
+        settings: Settings::default(),
+        zones: vec![],
+        node_sets: vec![],
+        nodes: s.nodes.values().cloned().collect(),
+    });
+    assert!(CubefsState::restore(&bad).is_err());
+}
+
+/// What the registry fixtures hold; written by this version, they must keep decoding.
+fn fixture_commands() -> Vec<CubefsCommand> {
+    vec![
+        CubefsCommand::AddNode {
+            role: NodeRole::Data,
+            addr: "192.168.1.1:17310".into(),
+            zone: "z1".into(),
+            heartbeat_port: "17330".into(),
+            replica_port: "17340".into(),
+            media_type: 2,
+            node_id: 1000,
+            new_set_id: 1001,
+            now_ms: 1_764_950_400_000,
+        },
+        CubefsCommand::AddNode {
+            role: NodeRole::Meta,
+            addr: "192.168.1.1:17210".into(),
+            zone: "z1".into(),
+            heartbeat_port: String::new(),
+            replica_port: String::new(),
+            media_type: 0,
+            node_id: 1002,
+            new_set_id: 1003,
+            now_ms: 1_764_950_400_001,
+        },
+        CubefsCommand::Freeze {
+            enable: true,
+            now_ms: 1_764_950_400_002,
+        },
+        CubefsCommand::SetThreshold {
+            ppm: 800_000,
+            now_ms: 1_764_950_400_003,
+        },
+        CubefsCommand::SetNodeInfo {
+            items: vec![("batchCount".into(), "64".into())],
+            now_ms: 1_764_950_400_004,
+        },
+        CubefsCommand::UpdateZone {
+            name: "z1".into(),
+            enable: Some(false),
+            data_nodeset_selector: Some("Straw".into()),
+            meta_nodeset_selector: None,
+            data_node_selector: None,
+            meta_node_selector: Some("CarryWeight".into()),
+        },
+        CubefsCommand::UpdateNodeSet {
+            id: 1001,
+            data_node_selector: Some("AvailableSpaceFirst".into()),
+            meta_node_selector: None,
+        },
+    ]
+}
+
+/// `MAST_WRITE_FIXTURES=1` writes them anew (only when a format version is added: the old
+/// files must stay and keep passing).
+#[test]
+fn fixtures_written_by_version_1_still_decode() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/meta/cubefs/testdata");
+    let cmds = fixture_commands();
+    let mut state = CubefsState::default();
+    for c in &cmds {
+        state.apply(c);
+    }
+    let entries: Vec<u8> = {
+        // Length-prefixed command encodings, one file for all of them.
+        let mut out = Vec::new();
+        for c in &cmds {
+            let b = MetaCommand::Cubefs(c.clone()).encode();
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(&b);
+        }
+        out
+    };
+    if std::env::var_os("MAST_WRITE_FIXTURES").is_some() {
+        std::fs::write(dir.join("commands-v1.bin"), &entries).expect("write fixture");
+        std::fs::write(dir.join("section-v1.bin"), state.snapshot()).expect("write fixture");
+    }
+    let bytes = std::fs::read(dir.join("commands-v1.bin")).expect("commands fixture");
+    let mut at = 0;
+    let mut decoded = Vec::new();
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        decoded.push(MetaCommand::decode(&bytes[at + 4..at + 4 + len]).expect("decodes"));
+        at += 4 + len;
+    }
+    let want: Vec<MetaCommand> = cmds.into_iter().map(MetaCommand::Cubefs).collect();
+    assert_eq!(decoded, want);
+    let section = std::fs::read(dir.join("section-v1.bin")).expect("section fixture");
+    assert_eq!(CubefsState::restore(&section).expect("restores"), state);
+}
