@@ -83,7 +83,36 @@ async fn handle(shard: Rc<Shard>, role: Role, req: Request) -> Response {
     }
 }
 
-/// Adds both routes (GET and POST, as every CubeFS route).
+/// `GET /adminTask/live?addr=ADDR`: what this node's leader memory holds about a storage
+/// node (mast's own route, for operators and tests; a follower knows nothing).
+async fn live(shard: Rc<Shard>, req: Request) -> Response {
+    let Some(addr) = req.query_param("addr").map(|a| a.into_owned()) else {
+        return Response::error(400, "bad_request", "addr is required");
+    };
+    match super::live_of(&shard, &addr).await {
+        None => Response::error(
+            404,
+            "not_found",
+            &format!("no node {addr} in this node's memory"),
+        ),
+        Some(l) => Response::json(
+            200,
+            &serde_json::json!({
+                "addr": l.addr, "id": l.id, "role": l.role.map(Role::as_str),
+                "is_active": l.is_active, "report_time_unix_s": l.report_time_unix_s,
+                "total": l.total, "used": l.used, "available": l.available,
+                "data_partition_count": l.data_partition_count,
+                "meta_partition_count": l.meta_partition_count,
+                "partition_reports": l.partition_reports.len(),
+                "zone_reported": l.zone_reported, "zone_registered": l.zone_registered,
+                "heartbeats_answered": l.heartbeats_answered,
+            }),
+        ),
+    }
+}
+
+/// Adds both routes (GET and POST, as every CubeFS route), and mast's `GET /adminTask/live`
+/// and `GET /adminTask/metrics` (the admin task counters as Prometheus text).
 pub fn routes(router: Router, shard: Rc<Shard>) -> Router {
     let mut router = router;
     for (path, role) in [
@@ -97,5 +126,15 @@ pub fn routes(router: Router, shard: Rc<Shard>) -> Router {
             });
         }
     }
-    router
+    let s = shard.clone();
+    let router = router.route(Method::GET, "/adminTask/live", move |req: Request| {
+        live(s.clone(), req)
+    });
+    router.route(Method::GET, "/adminTask/metrics", move |_req: Request| {
+        let s = shard.clone();
+        async move {
+            let text = super::metrics_text(&s).await;
+            Response::bytes(200, "text/plain; version=0.0.4", text.into_bytes().into())
+        }
+    })
 }

@@ -36,6 +36,8 @@ pub struct NodeLive {
     pub partition_reports: Vec<PartitionReport>,
     /// The zone the node reported in its last answer ("" before any).
     pub zone_reported: String,
+    /// The zone the registry has the node in ("" if the source does not say).
+    pub zone_registered: String,
     /// Successful heartbeat answers received since this node started driving it.
     pub heartbeats_answered: u64,
 }
@@ -94,12 +96,12 @@ impl LiveTable {
     /// addresses removed.
     pub fn sync(
         &mut self,
-        nodes: &[(String, u64, Role)],
+        nodes: &[(String, u64, Role, String)],
         now_ms: u64,
         takeover: bool,
     ) -> Vec<String> {
         let listed: std::collections::HashSet<&str> =
-            nodes.iter().map(|(a, _, _)| a.as_str()).collect();
+            nodes.iter().map(|(a, ..)| a.as_str()).collect();
         let removed: Vec<String> = self
             .nodes
             .keys()
@@ -109,7 +111,7 @@ impl LiveTable {
         for a in &removed {
             self.nodes.remove(a);
         }
-        for (addr, id, role) in nodes {
+        for (addr, id, role, zone) in nodes {
             let t = self.nodes.entry(addr.clone()).or_insert_with(|| Tracked {
                 live: NodeLive {
                     addr: addr.clone(),
@@ -120,8 +122,17 @@ impl LiveTable {
             });
             t.live.id = *id;
             t.live.role = Some(*role);
+            t.live.zone_registered = zone.clone();
         }
         removed
+    }
+
+    /// Records the zone the registry now has the node in (after a move was proposed), so
+    /// the next answers do not ask for the same move again.
+    pub fn set_zone_registered(&mut self, addr: &str, zone: &str) {
+        if let Some(t) = self.nodes.get_mut(addr) {
+            t.live.zone_registered = zone.to_string();
+        }
     }
 
     /// A takeover at `now_ms`: every node's silence counts from now.
@@ -211,7 +222,7 @@ mod tests {
 
     fn table(now: u64, takeover: bool) -> LiveTable {
         let mut t = LiveTable::new();
-        t.sync(&[("a:1".into(), 1, Role::Data)], now, takeover);
+        t.sync(&[("a:1".into(), 1, Role::Data, "z".into())], now, takeover);
         t
     }
 
@@ -286,10 +297,13 @@ mod tests {
     #[test]
     fn sync_follows_the_registry() {
         let mut t = table(0, false);
-        let removed = t.sync(&[("b:2".into(), 2, Role::Meta)], 1, false);
+        let removed = t.sync(&[("b:2".into(), 2, Role::Meta, "z2".into())], 1, false);
         assert_eq!(removed, vec!["a:1".to_string()]);
         assert!(t.get("a:1").is_none());
         assert_eq!(t.get("b:2").unwrap().role, Some(Role::Meta));
+        assert_eq!(t.get("b:2").unwrap().zone_registered, "z2");
+        t.set_zone_registered("b:2", "z3");
+        assert_eq!(t.get("b:2").unwrap().zone_registered, "z3");
         t.apply_heartbeat("b:2", &ok(10, 1), 2, 2);
         assert_eq!(t.get("b:2").unwrap().meta_partition_count, 2);
     }

@@ -175,10 +175,13 @@ pub struct NodeRef {
     /// `ip:port` of the node's admin task port (the address it registered).
     pub addr: String,
     pub role: Role,
+    /// The zone the registry has it in ("" if unknown).
+    pub zone: String,
 }
 
-/// Boxed future of a [`NodeSource`].
-pub type NodesFuture = Pin<Box<dyn Future<Output = Vec<NodeRef>>>>;
+/// Boxed future of a [`NodeSource`]: the nodes, or why they could not be listed (the
+/// manager then keeps driving the nodes it knows).
+pub type NodesFuture = Pin<Box<dyn Future<Output = Result<Vec<NodeRef>, String>>>>;
 
 /// Where the manager learns which nodes exist: called once per heartbeat round on each
 /// driving shard; may list every node (each shard keeps only the ones it owns).
@@ -201,7 +204,7 @@ pub struct ListSource {
 impl NodeSource for Rc<ListSource> {
     fn nodes(&self) -> NodesFuture {
         let list = self.nodes.borrow().clone();
-        Box::pin(async move { list })
+        Box::pin(async move { Ok(list) })
     }
 }
 
@@ -473,25 +476,40 @@ impl AdminTasks {
 
     async fn heartbeat_round(self: &Rc<Self>, now: u64, takeover: bool) {
         let source = self.source.borrow().clone();
-        let nodes = match source {
+        let listed = match source {
             Some(s) => s.nodes().await,
-            None => Vec::new(),
+            None => Ok(Vec::new()),
         };
-        let mine: Vec<(String, u64, Role)> = nodes
-            .into_iter()
-            .filter(|n| self.owns(&n.addr))
-            .map(|n| (n.addr, n.id, n.role))
-            .collect();
         // The source may have taken a while: judge with the time now.
         let now = now.max(self.now_ms());
-        let removed = self.live.borrow_mut().sync(&mine, now, takeover);
-        for addr in removed {
-            if let Some(mut m) = self.tasks.borrow_mut().remove(&addr) {
-                for (_, code) in m.tick(u64::MAX).dropped {
-                    self.count(code, |c| c.dropped += 1);
+        let mine: Vec<(String, u64, Role, String)> = match listed {
+            Ok(nodes) => {
+                let mine: Vec<_> = nodes
+                    .into_iter()
+                    .filter(|n| self.owns(&n.addr))
+                    .map(|n| (n.addr, n.id, n.role, n.zone))
+                    .collect();
+                let removed = self.live.borrow_mut().sync(&mine, now, takeover);
+                for addr in removed {
+                    if let Some(mut m) = self.tasks.borrow_mut().remove(&addr) {
+                        for (_, code) in m.tick(u64::MAX).dropped {
+                            self.count(code, |c| c.dropped += 1);
+                        }
+                    }
                 }
+                mine
             }
-        }
+            Err(e) => {
+                warn!(shard = self.shard, error = %e, "cannot list the registered nodes; heartbeating the known ones");
+                self.live
+                    .borrow()
+                    .all()
+                    .filter_map(|l| {
+                        Some((l.addr.clone(), l.id, l.role?, l.zone_registered.clone()))
+                    })
+                    .collect()
+            }
+        };
         let gone = self
             .live
             .borrow_mut()
@@ -500,7 +518,7 @@ impl AdminTasks {
             warn!(shard = self.shard, node = %addr, "node inactive: no heartbeat answer");
         }
         let unix = unix_now_s();
-        for (addr, _, role) in &mine {
+        for (addr, _, role, _) in &mine {
             let task = AdminTask::new(
                 role.heartbeat_op(),
                 addr,
@@ -626,6 +644,78 @@ pub async fn run_shard(shard: Rc<Shard>) {
             move || closed.group.is_closed(),
         )
         .await;
+}
+
+/// Connects this shard's manager to the CubeFS registry (`crate::cubefs`): the registered
+/// nodes this shard owns are its node source, and a heartbeat reporting another zone than
+/// the registry's moves the node there (§7). Holds the shard weakly (the shard owns the
+/// manager).
+pub fn wire_registry(shard: &Rc<Shard>) {
+    use crate::meta::cubefs::NodeRole;
+    let weak = Rc::downgrade(shard);
+    let source = move || -> NodesFuture {
+        let weak = weak.clone();
+        Box::pin(async move {
+            let me = weak.upgrade().ok_or_else(|| "shard stopped".to_string())?;
+            let nodes = crate::cubefs::live::registered_nodes(&me, Some(me.id))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(nodes
+                .into_iter()
+                .map(|n| NodeRef {
+                    id: n.id,
+                    addr: n.addr,
+                    role: match n.role {
+                        NodeRole::Data => Role::Data,
+                        NodeRole::Meta => Role::Meta,
+                    },
+                    zone: n.zone,
+                })
+                .collect())
+        })
+    };
+    shard.admin_tasks.set_node_source(Rc::new(source));
+    let weak = Rc::downgrade(shard);
+    shard
+        .admin_tasks
+        .set_response_hook(Rc::new(move |task: &JsonAdminTask, resp: &TaskResponse| {
+            let TaskResponse::Heartbeat {
+                status: 1,
+                zone_name,
+                ..
+            } = resp
+            else {
+                return;
+            };
+            let Some(me) = weak.upgrade() else { return };
+            let addr = task.operator_addr.clone();
+            let Some(live) = me.admin_tasks.live(&addr) else {
+                return;
+            };
+            if zone_name.is_empty()
+                || live.zone_registered.is_empty()
+                || live.zone_registered == *zone_name
+            {
+                return;
+            }
+            let role = match live.role {
+                Some(Role::Meta) => NodeRole::Meta,
+                _ => NodeRole::Data,
+            };
+            // Asked once: the next listing says whether it took.
+            me.admin_tasks
+                .live
+                .borrow_mut()
+                .set_zone_registered(&addr, zone_name);
+            let zone = zone_name.clone();
+            info!(node = %addr, from = %live.zone_registered, to = %zone, "node reports another zone; moving it");
+            monoio::spawn(async move {
+                match crate::cubefs::live::move_node_zone(&me, role, &addr, &zone).await {
+                    Ok(outcome) => debug!(node = %addr, ?outcome, "zone move"),
+                    Err(e) => warn!(node = %addr, error = %e, "zone move failed"),
+                }
+            });
+        }));
 }
 
 /// A node's liveness from any shard: hops to the shard owning `addr`.

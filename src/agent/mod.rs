@@ -403,6 +403,26 @@ async fn run(
     shutdown.wait().await;
 }
 
+/// How long a node waits for its address to be free at start: a process killed a moment
+/// ago can hold its listeners a little longer while the kernel tears its io_uring down, and
+/// a node that moved to another address would be a new node to the master.
+const ADDR_FREE_WAIT_MS: u64 = 2_000;
+
+fn bind_patiently(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(ADDR_FREE_WAIT_MS);
+    loop {
+        match TcpListener::bind(addr) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
 fn open_node(
     cfg: &Rc<AgentConfig>,
     i: usize,
@@ -431,7 +451,7 @@ fn open_node(
         Some(a)
     };
     let listener = match wanted {
-        Some(a) => TcpListener::bind(a).or_else(|e| {
+        Some(a) => bind_patiently(a).or_else(|e| {
             if cfg.listen.port() == 0 {
                 TcpListener::bind(cfg.listen)
             } else {

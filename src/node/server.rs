@@ -258,6 +258,7 @@ fn shard_thread(
         };
         let _ = events.send(Event::ShardListening(shard));
         monoio::spawn(leader_affinity(ctx.clone()));
+        crate::admintask::wire_registry(&ctx);
         monoio::spawn(crate::admintask::run_shard(ctx.clone()));
         let router = admin::router(ctx.clone());
         let router = crate::meta::kv::api::routes(router, ctx.clone());

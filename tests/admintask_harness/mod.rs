@@ -195,8 +195,13 @@ fn router(tasks: Rc<AdminTasks>, source: Rc<ListSource>, registry: Registry) -> 
                 Some((_, id, ..)) => *id,
                 None => {
                     let id = reg.len() as u64 + 1;
-                    reg.push((addr.clone(), id, role, zone));
-                    source.nodes.borrow_mut().push(NodeRef { id, addr, role });
+                    reg.push((addr.clone(), id, role, zone.clone()));
+                    source.nodes.borrow_mut().push(NodeRef {
+                        id,
+                        addr,
+                        role,
+                        zone,
+                    });
                     id
                 }
             };
