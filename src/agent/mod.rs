@@ -336,8 +336,47 @@ pub fn run_cli(args: NodeArgs) -> i32 {
     0
 }
 
+/// Writes state files on a thread of its own, so thousands of nodes' fsyncs never stall
+/// the thread that answers the master.
+struct Saver {
+    jobs: std::sync::mpsc::Sender<SaveJob>,
+}
+
+type SaveJob = (
+    PathBuf,
+    Vec<u8>,
+    futures_channel::oneshot::Sender<Result<(), String>>,
+);
+
+impl Saver {
+    fn start() -> Result<Saver, String> {
+        let (tx, rx) = std::sync::mpsc::channel::<SaveJob>();
+        std::thread::Builder::new()
+            .name("mast-node-saver".into())
+            .spawn(move || {
+                for (path, bytes, done) in rx {
+                    let _ = done.send(state::write_durably(&path, &bytes));
+                }
+            })
+            .map_err(|e| format!("cannot start the state writer: {e}"))?;
+        Ok(Saver { jobs: tx })
+    }
+
+    /// Writes `state` to `path` durably; resolves once it is on disk.
+    async fn save(&self, path: &std::path::Path, state: &NodeState) -> Result<(), String> {
+        let bytes = serde_json::to_vec(state).map_err(|e| format!("encode state: {e}"))?;
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.jobs
+            .send((path.to_path_buf(), bytes, tx))
+            .map_err(|_| "the state writer stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the state writer stopped".to_string())?
+    }
+}
+
 struct SimNode {
     cfg: Rc<AgentConfig>,
+    saver: Rc<Saver>,
     addr: String,
     state: RefCell<NodeState>,
     path: PathBuf,
@@ -360,10 +399,17 @@ async fn run(
 ) {
     let cfg = Rc::new(config);
     let http = Rc::new(client::HttpPool::default());
+    let saver = match Saver::start() {
+        Ok(s) => Rc::new(s),
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
     let mut nodes = Vec::with_capacity(cfg.simulate);
     let mut listeners = Vec::with_capacity(cfg.simulate);
     for i in 0..cfg.simulate {
-        match open_node(&cfg, i, &faults, &views, &http) {
+        match open_node(&cfg, i, &faults, &views, &http, &saver) {
             Ok((node, l)) => {
                 nodes.push(node);
                 listeners.push(l);
@@ -429,6 +475,7 @@ fn open_node(
     faults: &Arc<Faults>,
     views: &Views,
     http: &Rc<client::HttpPool>,
+    saver: &Rc<Saver>,
 ) -> Result<(Rc<SimNode>, TcpListener), String> {
     let path = cfg.data_dir.join(format!("node-{i}")).join("state.json");
     let saved = NodeState::load(&path)?;
@@ -504,7 +551,8 @@ fn open_node(
             );
         }
     }
-    state.save(&path)?;
+    // Nothing to write yet: a fresh or preloaded state is rebuilt identically at the next
+    // start until registration or a task changes it (then it is written, durably).
     if let Ok(mut v) = views.lock() {
         v.insert(
             addr.clone(),
@@ -518,6 +566,7 @@ fn open_node(
     }
     let node = Rc::new(SimNode {
         cfg: cfg.clone(),
+        saver: saver.clone(),
         addr,
         state: RefCell::new(state),
         path,
@@ -540,12 +589,11 @@ impl SimNode {
         }
     }
 
-    fn save(&self) -> Result<(), String> {
-        let s = self.state.borrow();
-        s.save(&self.path)?;
-        let ids: Vec<u64> = s.partitions.keys().copied().collect();
-        let node_id = s.node_id;
-        drop(s);
+    async fn save(&self) -> Result<(), String> {
+        let snapshot = self.state.borrow().clone();
+        self.saver.save(&self.path, &snapshot).await?;
+        let ids: Vec<u64> = snapshot.partitions.keys().copied().collect();
+        let node_id = snapshot.node_id;
         self.view(|v| {
             v.partitions = ids;
             v.node_id = node_id;
@@ -607,7 +655,7 @@ impl SimNode {
                         };
                         self.leader.set(i);
                         self.state.borrow_mut().node_id = id;
-                        if let Err(e) = self.save() {
+                        if let Err(e) = self.save().await {
                             warn!(node = %self.addr, error = %e, "cannot save state");
                         }
                         info!(node = %self.addr, id, master = %master, "registered");
@@ -681,7 +729,7 @@ impl SimNode {
                 let (code, data) = if d.fail {
                     (result::OP_ERR, "injected failure".to_string())
                 } else {
-                    let (code, data, _) = self.execute(&task);
+                    let (code, data, _) = self.execute(&task).await;
                     (code, data)
                 };
                 let reply = TaskReply {
@@ -716,7 +764,7 @@ impl SimNode {
                             partition_id: task.partition_id,
                         }
                     } else {
-                        me.execute(&task).2
+                        me.execute(&task).await.2
                     };
                     task.status = if response.status() == 1 { 1 } else { 2 };
                     task.response = Some(response);
@@ -772,7 +820,7 @@ impl SimNode {
     }
 
     /// Executes a task against the node's state: (result code, reply data, answer).
-    fn execute(&self, task: &AdminTask) -> (u8, String, TaskResponse) {
+    async fn execute(&self, task: &AdminTask) -> (u8, String, TaskResponse) {
         let generic = |ok: bool, msg: String, pid: u64| TaskResponse::Generic {
             status: if ok { 1 } else { 2 },
             result: msg,
@@ -942,7 +990,7 @@ impl SimNode {
             }
         };
         if changed {
-            if let Err(e) = self.save() {
+            if let Err(e) = self.save().await {
                 // Not durable: the master must not believe it happened.
                 warn!(node = %self.addr, error = %e, "cannot save state");
                 return outcome(

@@ -88,6 +88,14 @@ impl NodeState {
 
     /// Writes the state durably (see the module doc).
     pub fn save(&self, path: &Path) -> Result<(), String> {
+        let bytes = serde_json::to_vec(self).map_err(|e| format!("encode state: {e}"))?;
+        write_durably(path, &bytes)
+    }
+}
+
+/// Replaces `path` with `bytes`: temp file, fsync, rename, fsync of the directory.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    {
         let fail = |what: &str, e: std::io::Error| format!("{}: {what}: {e}", path.display());
         let dir: PathBuf = path
             .parent()
@@ -95,10 +103,9 @@ impl NodeState {
             .unwrap_or_else(|| PathBuf::from("."));
         std::fs::create_dir_all(&dir).map_err(|e| fail("create directory", e))?;
         let tmp = path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec(self).map_err(|e| format!("encode state: {e}"))?;
         {
             let mut f = std::fs::File::create(&tmp).map_err(|e| fail("create", e))?;
-            f.write_all(&bytes).map_err(|e| fail("write", e))?;
+            f.write_all(bytes).map_err(|e| fail("write", e))?;
             f.sync_all().map_err(|e| fail("fsync", e))?;
         }
         std::fs::rename(&tmp, path).map_err(|e| fail("rename", e))?;
