@@ -144,6 +144,11 @@ fn agents_heartbeat_with_a_real_cluster_across_a_leader_change() {
     let (_, got) = get_json(master, &format!("/dataNode/get?addr={}", data_nodes[0].0)).unwrap();
     assert_eq!(got["code"], 0, "{got}");
     assert_eq!(got["data"]["Zone"], "z1");
+    // ... and the heartbeats' liveness and usage, through the registry's liveness seam.
+    assert_eq!(got["data"]["IsActive"], true, "{got}");
+    assert_eq!(got["data"]["TotalWeight"], 64u64 << 30, "{got}");
+    let (_, got) = get_json(master, &format!("/metaNode/get?addr={}", meta_nodes[0].0)).unwrap();
+    assert_eq!(got["data"]["IsActive"], true, "{got}");
 
     // A node restarted with another zone in its state: its heartbeat moves it there.
     drop(data);

@@ -3,9 +3,8 @@
 //!
 //! Liveness of a node lives on the shard its address hashes to (`crate::placement`), in that
 //! shard's leader memory. The routes ask each shard through [`live_view`] for the nodes it
-//! owns. Until the heartbeat side is wired, every shard answers [`NeverHeard`]: a node that
-//! never answered a heartbeat is inactive with zero usage, which is what CubeFS shows for a
-//! node just registered.
+//! owns, from the admin task manager's heartbeat table. A node that never answered a heartbeat
+//! is inactive with zero usage, which is what CubeFS shows for a node just registered.
 //!
 //! The other direction: the heartbeat loop iterates the registered nodes with
 //! [`registered_nodes`] (all, or those a shard owns).
@@ -48,10 +47,39 @@ impl LiveView for NeverHeard {
     }
 }
 
-/// Shard `shard`'s live view. WIRING POINT: return the heartbeat state's view (per-shard
-/// `crate::admintask::NodeLive` by address) once it exists; everything else reads through here.
-pub fn live_view(_shard: &Shard) -> Box<dyn LiveView + '_> {
-    Box::new(NeverHeard)
+/// Shard `shard`'s live view: the heartbeat state this shard keeps for the nodes it owns
+/// (`crate::admintask`); everything else reads through here.
+pub fn live_view(shard: &Shard) -> Box<dyn LiveView + '_> {
+    Box::new(Heartbeats(&shard.admin_tasks))
+}
+
+/// The admin task manager's liveness table, as the registry's routes read it.
+struct Heartbeats<'a>(&'a crate::admintask::AdminTasks);
+
+impl LiveView for Heartbeats<'_> {
+    fn live(&self, role: NodeRole, addr: &str) -> Option<LiveInfo> {
+        let n = self.0.live(addr)?;
+        let (wanted, partitions) = match role {
+            NodeRole::Data => (crate::admintask::Role::Data, n.data_partition_count),
+            NodeRole::Meta => (crate::admintask::Role::Meta, n.meta_partition_count),
+        };
+        // One address may in principle be both a data and a meta node; only the role the
+        // heartbeats were for counts.
+        if n.role.is_some_and(|r| r != wanted) {
+            return None;
+        }
+        Some(LiveInfo {
+            is_active: n.is_active,
+            report_time_ms: u64::try_from(n.report_time_unix_s)
+                .unwrap_or(0)
+                .saturating_mul(1000),
+            total_bytes: n.total,
+            used_bytes: n.used,
+            available_bytes: n.available,
+            partition_count: partitions,
+            cpu_util: 0.0,
+        })
+    }
 }
 
 pub type LiveMap = HashMap<(NodeRole, String), LiveInfo>;
