@@ -58,27 +58,28 @@ struct Heartbeats<'a>(&'a crate::admintask::AdminTasks);
 
 impl LiveView for Heartbeats<'_> {
     fn live(&self, role: NodeRole, addr: &str) -> Option<LiveInfo> {
-        let n = self.0.live(addr)?;
-        let (wanted, partitions) = match role {
-            NodeRole::Data => (crate::admintask::Role::Data, n.data_partition_count),
-            NodeRole::Meta => (crate::admintask::Role::Meta, n.meta_partition_count),
-        };
-        // One address may in principle be both a data and a meta node; only the role the
-        // heartbeats were for counts.
-        if n.role.is_some_and(|r| r != wanted) {
-            return None;
-        }
-        Some(LiveInfo {
-            is_active: n.is_active,
-            report_time_ms: u64::try_from(n.report_time_unix_s)
-                .unwrap_or(0)
-                .saturating_mul(1000),
-            total_bytes: n.total,
-            used_bytes: n.used,
-            available_bytes: n.available,
-            partition_count: partitions,
-            cpu_util: 0.0,
-        })
+        self.0.with_live(addr, |n| {
+            let (wanted, partitions) = match role {
+                NodeRole::Data => (crate::admintask::Role::Data, n.data_partition_count),
+                NodeRole::Meta => (crate::admintask::Role::Meta, n.meta_partition_count),
+            };
+            // One address may in principle be both a data and a meta node; only the role the
+            // heartbeats were for counts.
+            if n.role.is_some_and(|r| r != wanted) {
+                return None;
+            }
+            Some(LiveInfo {
+                is_active: n.is_active,
+                report_time_ms: u64::try_from(n.report_time_unix_s)
+                    .unwrap_or(0)
+                    .saturating_mul(1000),
+                total_bytes: n.total,
+                used_bytes: n.used,
+                available_bytes: n.available,
+                partition_count: partitions,
+                cpu_util: 0.0,
+            })
+        })?
     }
 }
 
