@@ -676,7 +676,7 @@ fn cfs_cli_sees_mast_node_agents_active() {
         eprintln!("\n!!!!!!!! SKIPPED: cfs-cli not found; this test did NOT run !!!!!!!!\n");
         return;
     }
-    let mut cluster = Cluster::start(ClusterOptions::new(NODES, SHARDS)).expect("cluster starts");
+    let cluster = Cluster::start(ClusterOptions::new(NODES, SHARDS)).expect("cluster starts");
     cluster.wait_for_leaders(LEADER_TIMEOUT).expect("leaders");
     let masters: Vec<String> = cluster
         .node_ids()
