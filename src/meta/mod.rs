@@ -14,6 +14,7 @@
 
 pub mod global;
 pub mod kv;
+pub mod milvus;
 
 use crate::codec;
 use crate::replica::{Section, StateMachine};
@@ -29,6 +30,7 @@ pub const DOMAIN_CUBEFS: u8 = 4;
 /// Versions of each domain's command body written today.
 pub const KV_COMMAND_VERSION: u8 = 1;
 pub const GLOBAL_COMMAND_VERSION: u8 = 1;
+pub const MILVUS_COMMAND_VERSION: u8 = 1;
 const COMMAND_HEADER_BYTES: usize = 8;
 
 /// Snapshot section tags (0 is the replica's). Fixed forever.
@@ -44,6 +46,7 @@ const SECTION_VERSION: u16 = 1;
 pub enum MetaCommand {
     Kv(KvCommand),
     Global(GlobalCommand),
+    Milvus(milvus::Command),
 }
 
 /// What applying a command did.
@@ -51,6 +54,7 @@ pub enum MetaCommand {
 pub enum MetaOutcome {
     Kv(kv::Outcome),
     Global(GlobalOutcome),
+    Milvus(milvus::Outcome),
     /// The bytes were not a command this version understands; nothing changed (every replica
     /// refuses the same bytes, so they stay equal).
     Refused(String),
@@ -61,6 +65,7 @@ impl MetaCommand {
         let (domain, version, body) = match self {
             MetaCommand::Kv(c) => (DOMAIN_KV, KV_COMMAND_VERSION, codec::encode(c)),
             MetaCommand::Global(c) => (DOMAIN_GLOBAL, GLOBAL_COMMAND_VERSION, codec::encode(c)),
+            MetaCommand::Milvus(c) => (DOMAIN_MILVUS, MILVUS_COMMAND_VERSION, codec::encode(c)),
         };
         let mut out = Vec::with_capacity(COMMAND_HEADER_BYTES + body.len());
         out.extend_from_slice(&[domain, version, 0, 0, 0, 0, 0, 0]);
@@ -81,6 +86,9 @@ impl MetaCommand {
             (DOMAIN_GLOBAL, 1) => codec::decode(body)
                 .map(MetaCommand::Global)
                 .map_err(|e| format!("global command: {e}")),
+            (DOMAIN_MILVUS, 1) => codec::decode(body)
+                .map(MetaCommand::Milvus)
+                .map_err(|e| format!("milvus command: {e}")),
             (d, v) => Err(format!("unknown command domain {d} version {v}")),
         }
     }
@@ -92,6 +100,7 @@ pub struct MetaTable {
     applied: u64,
     pub kv: KvState,
     pub global: GlobalState,
+    pub milvus: milvus::MilvusState,
 }
 
 impl StateMachine for MetaTable {
@@ -116,6 +125,7 @@ impl StateMachine for MetaTable {
         match MetaCommand::decode(command) {
             Ok(MetaCommand::Kv(c)) => MetaOutcome::Kv(self.kv.apply(index, &c)),
             Ok(MetaCommand::Global(c)) => MetaOutcome::Global(self.global.apply(&c)),
+            Ok(MetaCommand::Milvus(c)) => MetaOutcome::Milvus(self.milvus.apply(&c)),
             Err(e) => MetaOutcome::Refused(e),
         }
     }
@@ -145,6 +155,11 @@ impl StateMachine for MetaTable {
                 version: SECTION_VERSION,
                 bytes: self.global.snapshot(),
             },
+            Section {
+                tag: TAG_MILVUS,
+                version: SECTION_VERSION,
+                bytes: self.milvus.snapshot(),
+            },
         ]
     }
 
@@ -164,6 +179,7 @@ impl StateMachine for MetaTable {
                     t.global =
                         GlobalState::restore(&s.bytes).map_err(|e| format!("global table: {e}"))?
                 }
+                (TAG_MILVUS, 1) => t.milvus = milvus::MilvusState::restore(&s.bytes)?,
                 (tag, version) => {
                     return Err(format!(
                     "snapshot section {tag} version {version} is unknown to this version of mast"
@@ -183,7 +199,7 @@ impl StateMachine for MetaTable {
     }
 
     fn snapshot_cost(&self) -> u64 {
-        self.kv.len() as u64
+        self.kv.len() as u64 + self.milvus.cost()
     }
 }
 
