@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod meta;
+pub mod milvus;
 pub mod node;
 pub mod placement;
 pub mod replica;

@@ -255,6 +255,7 @@ fn shard_thread(
         let router = admin::router(ctx.clone());
         let router = crate::meta::kv::api::routes(router, ctx.clone());
         let router = crate::services::api::routes(router, ctx.clone());
+        let router = crate::milvus::routes(router, ctx.clone());
         let router = Rc::new(super::members_api::routes(router, ctx.clone()));
         mast_http::serve(
             listener,
