@@ -280,8 +280,6 @@ fn describe_json(d: &Database, c: &Collection) -> Value {
         "consistencyLevel": c.spec.consistency_level,
         "enableDynamicField": c.spec.enable_dynamic,
         "properties": kv_list(&c.properties),
-        "createTime": c.created_ts,
-        "updateTime": c.updated_ts,
         "dbName": d.name,
         "dbID": d.id,
     })
@@ -1000,4 +998,3 @@ pub fn routes(router: Router, shard: Rc<Shard>) -> Router {
             lookup(s3.clone(), req)
         })
 }
-
