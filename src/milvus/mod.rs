@@ -12,6 +12,7 @@
 //! Reads (describe, list, has) pass the owner shard's read barrier first: linearizable.
 
 pub mod body;
+pub mod dd;
 pub mod schema;
 
 use std::rc::Rc;
@@ -44,7 +45,7 @@ pub const PARTITION_NAMES_MAX: usize = 1024;
 /// Index entries one `indexes/create` may carry.
 pub const INDEX_PARAMS_MAX: usize = 64;
 
-fn group_err(e: GroupError) -> MErr {
+pub(crate) fn group_err(e: GroupError) -> MErr {
     match e {
         GroupError::NoLeader { .. } | GroupError::NotLeader { .. } => MErr::new(
             CODE_NOT_READY,
@@ -78,7 +79,7 @@ fn service_err(e: ServiceError) -> MErr {
     }
 }
 
-fn mesh_failed() -> MErr {
+pub(crate) fn mesh_failed() -> MErr {
     group_err(GroupError::Overloaded)
 }
 
@@ -979,7 +980,8 @@ async fn lookup(me: Rc<Shard>, req: Request) -> Response {
 
 /// Adds the Milvus routes.
 pub fn routes(router: Router, shard: Rc<Shard>) -> Router {
-    let (s1, s2, s3) = (shard.clone(), shard.clone(), shard);
+    let (s1, s2, s3) = (shard.clone(), shard.clone(), shard.clone());
+    let (s4, s5) = (shard.clone(), shard);
     let mut router = router.route(Method::POST, "/v2/vectordb/*path", move |req: Request| {
         vectordb(s1.clone(), req)
     });
@@ -997,4 +999,14 @@ pub fn routes(router: Router, shard: Rc<Shard>) -> Router {
         .route(Method::POST, "/v2/rootcoord/lookup", move |req: Request| {
             lookup(s3.clone(), req)
         })
+        .route(
+            Method::POST,
+            "/v2/rootcoord/dd/watch",
+            move |req: Request| dd::watch(s4.clone(), req),
+        )
+        .route(
+            Method::POST,
+            "/v2/rootcoord/dd/channel",
+            move |_req: Request| dd::channel(s5.clone()),
+        )
 }

@@ -245,6 +245,7 @@ fn shard_thread(
             http_metrics: Rc::new(HttpMetrics::new()),
             group,
             services,
+            milvus_dd_watchers: Default::default(),
         });
         let jobs = {
             let (mesh, ctx) = (mesh.clone(), ctx.clone());
@@ -252,6 +253,7 @@ fn shard_thread(
         };
         let _ = events.send(Event::ShardListening(shard));
         monoio::spawn(leader_affinity(ctx.clone()));
+        monoio::spawn(crate::milvus::dd::ticker(ctx.clone()));
         let router = admin::router(ctx.clone());
         let router = crate::meta::kv::api::routes(router, ctx.clone());
         let router = crate::services::api::routes(router, ctx.clone());

@@ -56,6 +56,8 @@ pub struct Shard {
     /// The cluster-wide leader services (TSO, IDs); they run on group 0's replica, so only
     /// shard 0's are ever called.
     pub services: Rc<LeaderServices>,
+    /// DD channel watchers this shard is serving (`crate::milvus::dd`), to bound them.
+    pub milvus_dd_watchers: std::cell::Cell<usize>,
 }
 
 impl Shard {

@@ -198,6 +198,9 @@ stored! {
         /// Records a load/release request for the whole collection (`partitions` empty) or
         /// for some partitions.
         SetLoad { ts: u64, db: String, collection: String, partitions: Vec<String>, load: bool },
+        /// A time tick of the DD channel: no DDL at or below `ts` applies on this shard after
+        /// it (proposed by the shard's leader every `DD_TICK_INTERVAL_MS`).
+        Tick { ts: u64 },
     }
 }
 
@@ -355,11 +358,11 @@ impl MilvusState {
         })
     }
 
-    /// Events with a timestamp above `since`, oldest first, or the oldest timestamp still
-    /// available when `since` is older than the retained history.
+    /// Events with a timestamp above `since`, oldest first; when events above `since` were
+    /// already dropped from the bounded history, the smallest `since` still served.
     pub fn events_since(&self, since: u64) -> Result<Vec<DdEvent>, u64> {
         if since < self.events_dropped_ts {
-            return Err(self.events.front().map_or(self.last_ts, |e| e.ts));
+            return Err(self.events_dropped_ts);
         }
         Ok(self
             .events
@@ -413,6 +416,7 @@ impl MilvusState {
             params: Vec::new(),
         };
         match cmd {
+            Command::Tick { .. } => Outcome::Done,
             Command::CreateDatabase {
                 name,
                 id,
@@ -961,7 +965,8 @@ impl Command {
             | Command::DropIndex { ts, .. }
             | Command::CreateAlias { ts, .. }
             | Command::DropAlias { ts, .. }
-            | Command::SetLoad { ts, .. } => *ts,
+            | Command::SetLoad { ts, .. }
+            | Command::Tick { ts } => *ts,
         }
     }
 
@@ -981,7 +986,8 @@ impl Command {
             | Command::DropIndex { ts, .. }
             | Command::CreateAlias { ts, .. }
             | Command::DropAlias { ts, .. }
-            | Command::SetLoad { ts, .. } => *ts = new,
+            | Command::SetLoad { ts, .. }
+            | Command::Tick { ts } => *ts = new,
         }
         self
     }

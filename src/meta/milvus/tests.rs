@@ -162,6 +162,7 @@ fn command(words: &[&str]) -> Result<Command, String> {
             db: arg(2)?,
             alias: arg(3)?,
         },
+        "tick" => Command::Tick { ts },
         "load" | "release" => Command::SetLoad {
             ts,
             db: arg(2)?,
@@ -329,8 +330,12 @@ fn event_history_is_bounded_and_says_how_old_it_goes() {
         );
     }
     assert_eq!(s.events.len(), DD_EVENTS_MAX);
-    let oldest = s.events.front().map(|e| e.ts).unwrap_or(0);
-    assert_eq!(s.events_since(0), Err(oldest));
+    // Resuming is possible from the newest dropped event's timestamp on, not before.
+    let dropped = s.events_dropped_ts;
+    assert!(dropped > 0 && s.events.front().is_some_and(|e| e.ts >= dropped));
+    assert_eq!(s.events_since(0), Err(dropped));
+    assert_eq!(s.events_since(dropped - 1), Err(dropped));
+    assert!(s.events_since(dropped).is_ok());
     // The last create (two events: collection and partition) and the last drop.
     let recent = s
         .events_since(s.last_ts - 2)
