@@ -1,11 +1,11 @@
 //! The DD channel (design §10.2, `GetDdChannel`): every DDL event, merged across shards into
 //! one stream in strictly increasing timestamp order, with time ticks in between.
 //!
-//! Each shard keeps a bounded history of its DDL events in its replicated table, and its
-//! leader proposes a `Tick` every `DD_TICK_INTERVAL_MS`: once a tick `T` applied, no DDL at or
-//! below `T` applies on that shard (apply refuses it as stale). A watcher polls every shard
-//! through a read barrier, reading the events and the shard's clock (`last_ts`) from one
-//! state: every event of that shard at or below its clock is in the state. The minimum `W`
+//! Each shard keeps a bounded history of its DDL events in its replicated table. A watcher
+//! polls every shard by proposing a `Tick` carrying a fresh TSO timestamp: once a tick `T`
+//! applied, no DDL at or below `T` applies on that shard (apply refuses it as stale), so the
+//! events and the shard's clock (`last_ts`) read from the replica right after hold every
+//! event of that shard at or below the clock. Ticks are proposed only while someone watches. The minimum `W`
 //! of the shards' clocks is therefore a point below which the stream is complete: the watcher
 //! sends the events in `(since, W]` in timestamp order (one line per DDL), then the tick `W`,
 //! and continues from `W`. Everything it reads is replicated state, so a client that
@@ -28,11 +28,9 @@ use crate::meta::MetaCommand;
 use crate::node::shard::Shard;
 use crate::services::ServiceCall;
 
-/// How often a shard's leader proposes a time tick (a watcher sees ticks at least every
-/// twice this).
-pub const DD_TICK_INTERVAL_MS: u64 = 100;
-/// How often a watcher polls the shards.
-pub const DD_POLL_INTERVAL_MS: u64 = 20;
+/// Pause between a watcher's polls of the shards (each poll ticks every shard: two raft
+/// round trips, so a watcher sees a tick at least every ~this plus those).
+pub const DD_POLL_INTERVAL_MS: u64 = 50;
 /// Bytes a watcher may have sent that its client has not taken: past this the watcher is
 /// closed with a reason instead of buffering more.
 pub const DD_WATCHER_BUFFER_BYTES_MAX: usize = 4 * 1024 * 1024;
@@ -40,29 +38,6 @@ pub const DD_WATCHER_BUFFER_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const DD_WATCHERS_PER_SHARD_MAX: usize = 64;
 /// The channel's name, as `GetDdChannel` returned one.
 pub const DD_CHANNEL_NAME: &str = "mast-rootcoord-dd";
-
-/// Proposes a time tick on this shard's group every `DD_TICK_INTERVAL_MS` while this node
-/// leads it. Runs until the shard's group closes.
-pub async fn ticker(me: Rc<Shard>) {
-    loop {
-        monoio::time::sleep(Duration::from_millis(DD_TICK_INTERVAL_MS)).await;
-        if me.group.is_closed() {
-            return;
-        }
-        if !me.group.is_leader() {
-            continue;
-        }
-        let Ok(range) = crate::services::api::call(me.clone(), ServiceCall::Tso { count: 1 }).await
-        else {
-            continue;
-        };
-        // A failed or stale tick is harmless: the next one comes soon.
-        let _ = me
-            .group
-            .propose(&MetaCommand::Milvus(Command::Tick { ts: range.first }))
-            .await;
-    }
-}
 
 /// What one shard says at one read: its events above `since` and its clock.
 struct ShardView {
@@ -79,8 +54,20 @@ async fn poll(me: &Rc<Shard>, since: Option<u64>) -> Result<(Vec<(u64, Vec<DdEve
     for k in 0..me.mesh.shards() {
         let view = me
             .run_on(k, move |s: Rc<Shard>| async move {
-                if let Err(e) = s.group.read_barrier().await {
-                    return Err(super::group_err(e));
+                // The tick: once applied here, no DDL at or below it applies on this shard,
+                // and this replica holds every one below it. A stale tick means a later DDL or
+                // tick applied first, which serves as well.
+                let ts = crate::services::api::call(s.clone(), ServiceCall::Tso { count: 1 })
+                    .await
+                    .map_err(super::service_err)?
+                    .first;
+                match s
+                    .group
+                    .propose(&MetaCommand::Milvus(Command::Tick { ts }))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) => return Err(super::group_err(e)),
                 }
                 let st = s.group.state();
                 let clock = st.milvus.last_ts;

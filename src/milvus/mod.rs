@@ -69,7 +69,7 @@ pub(crate) fn group_err(e: GroupError) -> MErr {
     }
 }
 
-fn service_err(e: ServiceError) -> MErr {
+pub(crate) fn service_err(e: ServiceError) -> MErr {
     match e {
         ServiceError::Group(g) => group_err(g),
         ServiceError::BadRequest(m) => MErr::new(

@@ -253,7 +253,6 @@ fn shard_thread(
         };
         let _ = events.send(Event::ShardListening(shard));
         monoio::spawn(leader_affinity(ctx.clone()));
-        monoio::spawn(crate::milvus::dd::ticker(ctx.clone()));
         let router = admin::router(ctx.clone());
         let router = crate::meta::kv::api::routes(router, ctx.clone());
         let router = crate::services::api::routes(router, ctx.clone());

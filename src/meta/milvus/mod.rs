@@ -199,7 +199,7 @@ stored! {
         /// for some partitions.
         SetLoad { ts: u64, db: String, collection: String, partitions: Vec<String>, load: bool },
         /// A time tick of the DD channel: no DDL at or below `ts` applies on this shard after
-        /// it (proposed by the shard's leader every `DD_TICK_INTERVAL_MS`).
+        /// it (proposed by DD watchers, `crate::milvus::dd`).
         Tick { ts: u64 },
     }
 }
