@@ -1,7 +1,8 @@
 //! The Milvus DDL path and DD channel on three real `mast server` processes (two shards):
 //! client threads run DDL through every node while shard leaders are killed and restarted,
 //! and a DD watcher streams `POST /v2/rootcoord/dd/watch`, reconnecting (to another node)
-//! with the last timestamp it saw whenever its connection drops.
+//! with the last timestamp it saw whenever its connection drops, and also every few dozen
+//! lines on purpose.
 //!
 //! Checked afterwards:
 //! - the watcher's stream is strictly increasing in timestamp, and after a tick `T` no DDL at
@@ -32,6 +33,8 @@ const LEADER_TIMEOUT: Duration = Duration::from_secs(60);
 const OPS_PER_CLIENT: usize = 250;
 /// Pause between a client's DDLs, so the workload spans the faults.
 const OP_PAUSE: Duration = Duration::from_millis(25);
+/// Lines a watcher connection reads before it leaves and resumes on another node.
+const LINES_PER_CONNECTION: usize = 60;
 
 /// A streaming NDJSON reader of `dd/watch` (chunked).
 struct Watch {
@@ -205,7 +208,9 @@ fn ddl_under_leader_kills_streams_exactly_once_in_order() {
                         continue;
                     }
                 };
-                loop {
+                // Besides the kills, leave every LINES_PER_CONNECTION lines and resume on the
+                // next node, so resuming is exercised whichever node the faults hit.
+                for _ in 0..LINES_PER_CONNECTION {
                     if stop.load(Ordering::SeqCst) {
                         return;
                     }
@@ -320,7 +325,11 @@ fn ddl_under_leader_kills_streams_exactly_once_in_order() {
         "too few DDLs acknowledged: {}",
         acked.len()
     );
-    assert!(seen.reconnects >= 1, "the watcher never had to reconnect");
+    assert!(
+        seen.reconnects >= 3,
+        "the watcher resumed only {} times",
+        seen.reconnects
+    );
 
     // Exactly once: every acknowledged create appears once as CreateCollection.
     let mut creates: BTreeMap<(String, String), usize> = BTreeMap::new();
