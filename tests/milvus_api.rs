@@ -798,6 +798,29 @@ fn every_rule_and_code() {
         json!({"collectionName": "c1", "indexName": "vi"}),
     );
     assert_eq!(ix[0]["indexType"], "IVF_FLAT", "{ix}");
+    api.ok(
+        "indexes/alter_properties",
+        json!({"collectionName": "c1", "indexName": "vi", "properties": {"mmap.enabled": true}}),
+    );
+    let ix = api.ok(
+        "indexes/describe",
+        json!({"collectionName": "c1", "indexName": "vi"}),
+    );
+    assert_eq!(ix[0]["mmap.enabled"], "true", "{ix}");
+    api.ok(
+        "indexes/drop_properties",
+        json!({"collectionName": "c1", "indexName": "vi", "propertyKeys": ["mmap.enabled"]}),
+    );
+    let ix = api.ok(
+        "indexes/describe",
+        json!({"collectionName": "c1", "indexName": "vi"}),
+    );
+    assert_eq!(ix[0]["mmap.enabled"], "false", "{ix}");
+    api.err(
+        "indexes/alter_properties",
+        json!({"collectionName": "c1", "indexName": "nope", "properties": {"a": 1}}),
+        700,
+    );
     api.ok("collections/load", json!({"collectionName": "c1"}));
 
     // Properties, rename.

@@ -821,13 +821,26 @@ async fn indexes(
             };
             ddl(me, &db, cmd).await.map(done)
         }
-        // Index properties (mmap, warmup) are recorded on the collection's index entry.
+        // Index properties (mmap.enabled, warmup, ...) are recorded on the index entry.
         "alter_properties" | "drop_properties" => {
             let name = body.str_req("indexName")?;
-            let _ = name;
-            Err(MErr::invalid(
-                "altering index properties is not supported by mast yet",
-            ))
+            let (set, delete) = if action == "drop_properties" {
+                (
+                    Vec::new(),
+                    body.strings_opt("propertyKeys")?.unwrap_or_default(),
+                )
+            } else {
+                (body.kvs_opt("properties")?.unwrap_or_default(), Vec::new())
+            };
+            let cmd = Command::AlterIndex {
+                ts: 0,
+                db: db.clone(),
+                collection: coll,
+                name,
+                set,
+                delete,
+            };
+            ddl(me, &db, cmd).await.map(done)
         }
         _ => Ok(not_found()),
     }

@@ -191,6 +191,14 @@ stored! {
             ids: Vec<u64>,
         },
         DropIndex { ts: u64, db: String, collection: String, name: String },
+        AlterIndex {
+            ts: u64,
+            db: String,
+            collection: String,
+            name: String,
+            set: Kvs,
+            delete: Vec<String>,
+        },
         /// `alter` moves an existing alias; otherwise the alias must be new (or already point
         /// at this collection).
         CreateAlias { ts: u64, db: String, alias: String, collection: String, alter: bool },
@@ -794,6 +802,40 @@ impl MilvusState {
                 ));
                 Outcome::Done
             }
+            Command::AlterIndex {
+                db: db_name,
+                collection,
+                name,
+                set,
+                delete,
+                ..
+            } => {
+                let Some(db) = self.databases.get_mut(db_name) else {
+                    return db_not_found(db_name);
+                };
+                let Some(c) = resolve_mut(db, collection) else {
+                    return collection_not_found(db_name, collection);
+                };
+                let Some(ix) = c.indexes.iter_mut().find(|i| i.spec.name == *name) else {
+                    return err(
+                        code::INDEX_NOT_FOUND,
+                        format!("index not found[indexName={name}]"),
+                    );
+                };
+                set_kvs(&mut ix.properties, set, delete);
+                let (field_id, spec) = (ix.field_id, ix.spec.clone());
+                c.updated_ts = ts;
+                let c = c.clone();
+                let mut e = index_event(event("AlterIndex", db), &c, field_id, &spec);
+                e.params = c
+                    .indexes
+                    .iter()
+                    .find(|i| i.spec.name == *name)
+                    .map(|i| i.properties.clone())
+                    .unwrap_or_default();
+                events.push(e);
+                Outcome::Done
+            }
             Command::CreateAlias {
                 db: db_name,
                 alias,
@@ -963,6 +1005,7 @@ impl Command {
             | Command::DropPartition { ts, .. }
             | Command::CreateIndexes { ts, .. }
             | Command::DropIndex { ts, .. }
+            | Command::AlterIndex { ts, .. }
             | Command::CreateAlias { ts, .. }
             | Command::DropAlias { ts, .. }
             | Command::SetLoad { ts, .. }
@@ -984,6 +1027,7 @@ impl Command {
             | Command::DropPartition { ts, .. }
             | Command::CreateIndexes { ts, .. }
             | Command::DropIndex { ts, .. }
+            | Command::AlterIndex { ts, .. }
             | Command::CreateAlias { ts, .. }
             | Command::DropAlias { ts, .. }
             | Command::SetLoad { ts, .. }

@@ -150,6 +150,14 @@ fn command(words: &[&str]) -> Result<Command, String> {
             collection: arg(3)?,
             name: arg(4)?,
         },
+        "idx~" => Command::AlterIndex {
+            ts,
+            db: arg(2)?,
+            collection: arg(3)?,
+            name: arg(4)?,
+            set: vec![(arg(5)?, arg(6)?)],
+            delete: Vec::new(),
+        },
         "alias+" | "alias~" => Command::CreateAlias {
             ts,
             db: arg(2)?,
