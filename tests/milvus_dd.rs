@@ -405,3 +405,40 @@ fn ddl_under_leader_kills_streams_exactly_once_in_order() {
     let reconnecting: Vec<u64> = seen.ddls.iter().map(|(ts, _)| *ts).collect();
     assert_eq!(fresh, reconnecting, "a fresh watcher sees another sequence");
 }
+
+/// Without a quorum no shard has a leader: `component_states` stops saying `Healthy` and a
+/// DDL answers code 1 "service not ready" (HTTP 200), as Milvus's coordinator does.
+#[test]
+fn without_leaders_the_coordinator_is_not_ready() {
+    let mut cluster = Cluster::start(ClusterOptions::new(NODES, SHARDS)).expect("cluster");
+    cluster.wait_for_leaders(LEADER_TIMEOUT).expect("leaders");
+    let mut c = cluster.client(1);
+    let v = post(&mut c, "/v2/rootcoord/component_states", json!({})).expect("states");
+    assert_eq!(v["data"]["state"]["stateCode"], "Healthy", "{v}");
+    cluster.kill(2);
+    cluster.kill(3);
+    let v = support::retry(Duration::from_secs(30), || {
+        let v = post(&mut c, "/v2/rootcoord/component_states", json!({})).ok_or("no answer")?;
+        if v["data"]["state"]["stateCode"] == "Healthy" {
+            return Err(format!("still healthy: {v}"));
+        }
+        Ok(v)
+    })
+    .expect("state leaves Healthy");
+    assert_eq!(v["data"]["state"]["stateCode"], "Initializing", "{v}");
+    let r = c
+        .post_json(
+            "/v2/vectordb/collections/create",
+            &json!({"collectionName": "c", "dimension": 4}),
+        )
+        .expect("DDL answer");
+    assert_eq!(r.status, 200, "{r}");
+    let v = r.json().expect("json");
+    assert_eq!(v["code"], 1, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("service not ready")),
+        "{v}"
+    );
+}

@@ -142,6 +142,8 @@ async fn ddl(me: &Rc<Shard>, db: &str, cmd: Command) -> MResult<Outcome> {
         if s.group.leader() == 0 {
             return Err(group_err(GroupError::NoLeader { leader_hint: 0 }));
         }
+        // The TSO lives on group 0's leader.
+        require_leader(&s, 0).await?;
         let mut cmd = cmd;
         for _ in 0..DDL_ATTEMPTS_MAX {
             let ts = crate::services::api::call(s.clone(), ServiceCall::Tso { count: 1 })
@@ -173,8 +175,23 @@ async fn ddl(me: &Rc<Shard>, db: &str, cmd: Command) -> MResult<Outcome> {
     .unwrap_or_else(|_| Err(mesh_failed()))
 }
 
+/// Code 1 "service not ready" when shard `k`'s group knows no leader (Milvus answers so while
+/// its coordinator is not Healthy), instead of waiting for a proposal to time out.
+async fn require_leader(me: &Rc<Shard>, k: usize) -> MResult<()> {
+    let leader = me
+        .run_on(k, |s: Rc<Shard>| async move { s.group.leader() })
+        .await
+        .map_err(|_| mesh_failed())?;
+    if leader == 0 {
+        return Err(group_err(GroupError::NoLeader { leader_hint: 0 }));
+    }
+    Ok(())
+}
+
 /// `count` fresh IDs from the cluster's allocator; the first of them.
 async fn ids(me: &Rc<Shard>, count: u64) -> MResult<u64> {
+    // The allocator lives on group 0's leader.
+    require_leader(me, 0).await?;
     crate::services::api::call(me.clone(), ServiceCall::Ids { count })
         .await
         .map(|r| r.first)
