@@ -419,8 +419,14 @@ fn without_leaders_the_coordinator_is_not_ready() {
     cluster.kill(3);
     let v = support::retry(Duration::from_secs(30), || {
         let v = post(&mut c, "/v2/rootcoord/component_states", json!({})).ok_or("no answer")?;
-        if v["data"]["state"]["stateCode"] == "Healthy" {
-            return Err(format!("still healthy: {v}"));
+        // Every shard must have lost its leader (one may still believe in it for an
+        // election timeout).
+        let subs = v["data"]["subcomponentStates"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if subs.len() != SHARDS || subs.iter().any(|s| s["stateCode"] == "Healthy") {
+            return Err(format!("a shard still has a leader: {v}"));
         }
         Ok(v)
     })
