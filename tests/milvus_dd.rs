@@ -448,3 +448,80 @@ fn without_leaders_the_coordinator_is_not_ready() {
         "{v}"
     );
 }
+
+/// One node: `dd/channel` names the channel; a watch from 0 replays the history (one line per
+/// DDL with the IDs it created) and then ticks; bad resume points are refused plainly.
+#[test]
+fn dd_channel_replays_history_then_ticks() {
+    let cluster = Cluster::start(ClusterOptions::new(1, SHARDS)).expect("cluster");
+    cluster.wait_for_leaders(LEADER_TIMEOUT).expect("leaders");
+    let mut c = cluster.client(1);
+    let ok = |c: &mut HttpClient, path: &str, body: Value| {
+        let v = post(c, path, body).expect("answer");
+        assert_eq!(v["code"], 0, "{path}: {v}");
+        v
+    };
+    ok(
+        &mut c,
+        "/v2/vectordb/databases/create",
+        json!({"dbName": "dd1"}),
+    );
+    ok(
+        &mut c,
+        "/v2/vectordb/collections/create",
+        json!({"dbName": "dd1", "collectionName": "c", "dimension": 4}),
+    );
+    let described = ok(
+        &mut c,
+        "/v2/vectordb/collections/describe",
+        json!({"dbName": "dd1", "collectionName": "c"}),
+    );
+    let v = ok(&mut c, "/v2/rootcoord/dd/channel", json!({}));
+    assert_eq!(v["data"]["channelName"], "mast-rootcoord-dd", "{v}");
+
+    let mut w = Watch::open(cluster.http_addr(1), Some(0)).expect("watch");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = w.next(deadline).expect("line");
+    assert_eq!(first["type"], "ddl", "{first}");
+    assert_eq!(first["events"][0]["kind"], "CreateDatabase", "{first}");
+    let second = w.next(deadline).expect("line");
+    assert!(second["ts"].as_u64() > first["ts"].as_u64(), "{second}");
+    let kinds: Vec<&str> = second["events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["kind"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        kinds,
+        ["CreateCollection", "CreatePartition", "CreateIndex"],
+        "{second}"
+    );
+    assert_eq!(
+        second["events"][0]["collectionID"], described["data"]["collectionID"],
+        "{second}"
+    );
+    assert_eq!(second["events"][0]["dbName"], "dd1");
+    assert!(
+        second["events"][1]["partitionID"]
+            .as_u64()
+            .is_some_and(|p| p > 0),
+        "{second}"
+    );
+    assert_eq!(second["events"][2]["fieldID"], 101, "{second}");
+    let mut last = second["ts"].as_u64().unwrap_or(0);
+    for _ in 0..3 {
+        let tick = w.next(deadline).expect("tick");
+        assert_eq!(tick["type"], "tick", "{tick}");
+        let ts = tick["ts"].as_u64().unwrap_or(0);
+        assert!(ts >= last, "{tick} after {last}");
+        last = ts;
+    }
+
+    let r = c
+        .post_json("/v2/rootcoord/dd/watch", &json!({"sinceTimestamp": -1}))
+        .expect("answer");
+    assert_eq!(r.json().expect("json")["code"], 1100, "{r}");
+    let r = c
+        .post_json("/v2/rootcoord/dd/watch", &json!({"sinceTimestamp": "x"}))
+        .expect("answer");
+    assert_eq!(r.json().expect("json")["code"], 1801, "{r}");
+}
