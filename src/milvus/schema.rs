@@ -706,3 +706,119 @@ pub fn parse_index(raw: Value) -> MResult<IndexSpec> {
         params,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// JSON values built from the names and shapes the create body uses, so the generator
+    /// reaches deep into the parser instead of failing at the first field.
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-4i64..40_000).prop_map(Value::from),
+            prop::sample::select(vec![
+                "",
+                "id",
+                "v",
+                "Int64",
+                "VarChar",
+                "FloatVector",
+                "Array",
+                "BinaryVector",
+                "SparseFloatVector",
+                "String",
+                "COSINE",
+                "L2",
+                "HAMMING",
+                "Strong",
+                "x-y",
+                "1a",
+            ])
+            .prop_map(Value::from),
+        ];
+        let keys = prop::sample::select(vec![
+            "collectionName",
+            "dimension",
+            "schema",
+            "fields",
+            "fieldName",
+            "dataType",
+            "isPrimary",
+            "isPartitionKey",
+            "elementTypeParams",
+            "elementDataType",
+            "dim",
+            "max_length",
+            "max_capacity",
+            "params",
+            "indexParams",
+            "metricType",
+            "idType",
+            "vectorFieldType",
+            "consistencyLevel",
+            "partitionsNum",
+            "shardsNum",
+            "autoID",
+            "nullable",
+            "properties",
+            "ttlSeconds",
+            "enableDynamicField",
+            "description",
+        ]);
+        leaf.prop_recursive(4, 64, 8, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                prop::collection::vec((keys.clone(), inner), 0..8).prop_map(|kvs| {
+                    Value::Object(kvs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Whatever a client sends, parsing answers (a spec or a Milvus error), never panics,
+        /// and an accepted spec satisfies the schema rules.
+        #[test]
+        fn create_bodies_never_panic(v in value()) {
+            let bytes = serde_json::to_vec(&v).unwrap_or_default();
+            if let Ok(body) = Body::parse(&bytes) {
+                if let Ok(req) = parse_create(&body) {
+                    prop_assert!(check_fields(&req.spec.fields).is_ok());
+                    prop_assert!(req.spec.fields.len() <= FIELDS_MAX);
+                    prop_assert!((1..=SHARDS_MAX).contains(&i64::from(req.spec.shards_num)));
+                }
+            }
+        }
+
+        #[test]
+        fn garbage_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            if let Ok(body) = Body::parse(&bytes) {
+                let _ = parse_create(&body);
+            }
+        }
+    }
+
+    #[test]
+    fn quick_create_builds_milvus_schema() {
+        let body = Body::parse(br#"{"collectionName":"c","dimension":8,"idType":"VarChar","params":{"max_length":32}}"#)
+            .expect("json");
+        let req = parse_create(&body).expect("valid");
+        let f = &req.spec.fields;
+        assert_eq!(
+            (f[0].id, f[0].name.as_str(), f[0].data_type.as_str()),
+            (100, "id", "VarChar")
+        );
+        assert_eq!(
+            f[0].type_params,
+            vec![("max_length".to_string(), "32".to_string())]
+        );
+        assert_eq!((f[1].id, f[1].name.as_str()), (101, "vector"));
+        assert!(req.spec.enable_dynamic && req.load);
+        assert_eq!(req.indexes[0].metric_type, "COSINE");
+        assert_eq!(req.spec.consistency_level, "Bounded");
+    }
+}
