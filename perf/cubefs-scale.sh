@@ -11,7 +11,9 @@
 # Prints a markdown table. Everything it starts, it stops by PID.
 #
 # Usage: perf/cubefs-scale.sh    Knobs: DATA_NODES=5000 META_NODES=5000 PARTITIONS=100
-#   DURATION=30s CONNS=4 GETCLUSTER_RATE=10 DATANODE_RATE=200 SKIP_BUILD=1 BASE_PORT=24100 (HTTP), agents listen from 20000/26000.
+#   DURATION=30s CONNS=4 GETCLUSTER_RATE=10 DATANODE_RATE=200 SKIP_BUILD=1 BASE_PORT=24100 (HTTP);
+#   data nodes listen on 127.0.0.2:20000.., meta nodes on 127.0.0.3:20000.. (loopback
+#   addresses nothing else on the machine uses, so no port of the range is taken).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -51,12 +53,14 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 
-"$MAST" node --role data --master "$HTTP" --simulate "$DATA_NODES" --listen 127.0.0.1:20000 \
+"$MAST" node --role data --master "$HTTP" --simulate "$DATA_NODES" --listen 127.0.0.2:20000 \
     --data-dir "$RUN/data" --preload-partitions "$PARTITIONS" >"$RUN/data.log" 2>&1 &
-PIDS+=($!)
-"$MAST" node --role meta --master "$HTTP" --simulate "$META_NODES" --listen 127.0.0.1:26000 \
+DATA_PID=$!
+PIDS+=("$DATA_PID")
+"$MAST" node --role meta --master "$HTTP" --simulate "$META_NODES" --listen 127.0.0.3:20000 \
     --data-dir "$RUN/meta" --preload-partitions "$PARTITIONS" >"$RUN/meta.log" 2>&1 &
-PIDS+=($!)
+META_PID=$!
+PIDS+=("$META_PID")
 
 TOTAL=$((DATA_NODES + META_NODES))
 metric() { # metric NAME: sum over shards
@@ -66,12 +70,15 @@ log "waiting for $TOTAL nodes to register and answer a heartbeat"
 deadline=$((SECONDS + 300))
 while [ "$(metric mast_admin_nodes_active)" -lt "$TOTAL" ]; do
     [ $SECONDS -gt $deadline ] && { log "only $(metric mast_admin_nodes_active) of $TOTAL active after 300 s"; exit 1; }
+    for p in "$MASTER_PID" "$DATA_PID" "$META_PID"; do
+        kill -0 "$p" 2>/dev/null || { log "process $p exited; logs in $RUN"; tail -3 "$RUN"/*.log >&2; exit 1; }
+    done
     sleep 2
 done
 log "all $TOTAL active after $SECONDS s"
 
 # A registered data node to ask for.
-ADDR=127.0.0.1:20000
+ADDR=127.0.0.2:20000
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$MASTER_PID/stat"; }
 HZ=$(getconf CLK_TCK)
 t0=$(date +%s.%N); c0=$(cpu_ticks)
