@@ -79,7 +79,7 @@ mod tests {
         );
         assert_eq!(
             super::hex("message digest"),
-            "f96b697d7cb7938b53b4b1c6c5ff4b52"
+            "f96b697d7cb7938d525a2f31aaf161d0"
         );
     }
 }
