@@ -12,6 +12,7 @@ pub mod api;
 pub mod dialect;
 pub mod live;
 pub mod md5;
+pub mod partition_api;
 pub mod placement;
 pub mod proxy;
 pub mod tasks;
@@ -24,6 +25,7 @@ pub fn routes(
     router: mast_http::Router,
     shard: std::rc::Rc<crate::node::shard::Shard>,
 ) -> mast_http::Router {
-    vol_api::routes(api::routes(router, shard.clone()), shard)
+    let r = vol_api::routes(api::routes(router, shard.clone()), shard.clone());
+    partition_api::routes(r, shard)
 }
 pub use live::{registered_nodes, LiveInfo, LiveView, NeverHeard, RegisteredNode};

@@ -68,3 +68,18 @@ pub async fn create_on_all(me: &Rc<Shard>, creates: Vec<CreateOnNode>) -> Result
         }
     }
 }
+
+/// Sends a sync raft member change (add when `add`, else remove `peer`) for a partition to
+/// the replica at `leader_addr` and waits for its result.
+pub async fn member_change(
+    _me: &Rc<Shard>,
+    _role: NodeRole,
+    leader_addr: &str,
+    partition_id: u64,
+    _peer: Peer,
+    _add: bool,
+) -> Result<(), String> {
+    Err(format!(
+        "cannot change members of partition {partition_id} on {leader_addr}: admin tasks are not wired"
+    ))
+}

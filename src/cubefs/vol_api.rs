@@ -67,7 +67,12 @@ fn allocator_fail(ctx: &Ctx, e: ServiceError) -> mast_http::Response {
 }
 
 /// Placement's view of one role's nodes.
-fn topology(state: &CubefsState, live: &LiveMap, role: NodeRole, media_type: u32) -> Topology {
+pub(crate) fn topology(
+    state: &CubefsState,
+    live: &LiveMap,
+    role: NodeRole,
+    media_type: u32,
+) -> Topology {
     let mut t = Topology::default();
     for z in state.zones.values() {
         t.zones.push(ZoneInfo {
@@ -116,6 +121,25 @@ fn topology(state: &CubefsState, live: &LiveMap, role: NodeRole, media_type: u32
 
 fn place(topo: &Topology, want: &Want) -> Result<Vec<Cand>, placement::PlaceError> {
     CURSORS.with(|c| placement::place(topo, want, &mut c.borrow_mut()))
+}
+
+/// `count` new hosts in `zones` (all zones when empty), none of `exclude`.
+pub(crate) fn place_for(
+    topo: &Topology,
+    role: NodeRole,
+    count: usize,
+    zones: &[String],
+    exclude: Vec<String>,
+) -> Result<Vec<Cand>, placement::PlaceError> {
+    let want = Want {
+        role,
+        replicas: count,
+        zones: zones.to_vec(),
+        cross_zone: zones.len() != 1,
+        allow_same_ip: false,
+        exclude,
+    };
+    place(topo, &want)
 }
 
 fn to_peers(c: &[Cand]) -> Vec<Peer> {

@@ -283,6 +283,29 @@ fn run_transcript(script: &str) -> String {
                     CubefsCommand::vol(VolCommand::CreateUser { user: u }),
                 )
             }
+            "sethosts" => {
+                let r = role(w[1]);
+                let list = |k: &str| -> Vec<String> {
+                    kv(&w, k)
+                        .unwrap_or("")
+                        .split(',')
+                        .filter(|h| !h.is_empty())
+                        .map(String::from)
+                        .collect()
+                };
+                let hosts = list("hosts");
+                let (_, _, peers) = partition_spec(&t.cubefs, r, &format!("0:{}", hosts.join(",")));
+                apply(
+                    &mut t,
+                    CubefsCommand::vol(VolCommand::SetHosts {
+                        role: r,
+                        id: w[2].parse().expect("id"),
+                        expect_hosts: list("expect"),
+                        hosts,
+                        peers,
+                    }),
+                )
+            }
             "deluser" => apply(
                 &mut t,
                 CubefsCommand::vol(VolCommand::DeleteUser { id: w[1].into() }),

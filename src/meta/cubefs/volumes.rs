@@ -159,6 +159,15 @@ pub enum VolCommand {
     DeleteUser {
         id: String,
     },
+    /// A replica move (§10): the partition's hosts become `hosts`/`peers` if they are still
+    /// `expect_hosts` (a concurrent move in between makes this one refuse, not clobber).
+    SetHosts {
+        role: NodeRole,
+        id: u64,
+        expect_hosts: Vec<String>,
+        hosts: Vec<String>,
+        peers: Vec<Peer>,
+    },
     // New variants go last: the archived discriminant is the variant's position.
 }
 
@@ -486,6 +495,44 @@ impl CubefsState {
                 let mut u = user.clone();
                 u.own_vols.clear();
                 self.vt.users.insert(u.id.clone(), u);
+                CubefsOutcome::Done
+            }
+            VolCommand::SetHosts {
+                role,
+                id,
+                expect_hosts,
+                hosts,
+                peers,
+            } => {
+                if let Err(e) = self.peers_ok(*role, hosts, peers) {
+                    return refuse(super::CODE_INTERNAL, e);
+                }
+                let current = match role {
+                    NodeRole::Data => self
+                        .vt
+                        .dps
+                        .get_mut(id)
+                        .map(|d| (&mut d.hosts, &mut d.peers)),
+                    NodeRole::Meta => self
+                        .vt
+                        .mps
+                        .get_mut(id)
+                        .map(|m| (&mut m.hosts, &mut m.peers)),
+                };
+                let Some((h, p)) = current else {
+                    return match role {
+                        NodeRole::Data => refuse(CODE_DP_NOT_EXISTS, "data partition not exists"),
+                        NodeRole::Meta => refuse(CODE_MP_NOT_EXISTS, "meta partition not exists"),
+                    };
+                };
+                if h != expect_hosts {
+                    return refuse(
+                        super::CODE_INTERNAL,
+                        format!("partition {id} hosts changed meanwhile"),
+                    );
+                }
+                *h = hosts.clone();
+                *p = peers.clone();
                 CubefsOutcome::Done
             }
             VolCommand::DeleteUser { id } => {
