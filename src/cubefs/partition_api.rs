@@ -25,6 +25,8 @@ use crate::node::shard::Shard;
 const GB: u64 = 1 << 30;
 /// CubeFS's "cannot take the data replica offline" (§2).
 const CODE_DP_OFFLINE: i32 = 25;
+/// New hosts a decommission tries before giving up.
+const DECOMMISSION_TRIES: usize = 3;
 /// CubeFS's "no enough replicas".
 const CODE_NO_ENOUGH_REPLICAS: i32 = 32;
 /// CubeFS's "illegal meta replica".
@@ -317,15 +319,34 @@ async fn decommission(me: Rc<Shard>, ctx: Ctx, role: NodeRole) -> Response {
                 .filter(|n| staying_ips.contains(&ip(&n.addr)))
                 .map(|n| n.addr.clone()),
         );
-        let chosen = place_for(&topo, role, 1, &zones, exclude).map_err(|e| (e.code, e.msg))?;
-        let new = chosen
-            .first()
-            .map(|c| Peer {
-                id: c.id,
-                addr: c.addr.clone(),
-            })
-            .ok_or((CODE_INTERNAL, "placement chose no host".to_string()))?;
-        let after_add = add_replica(&me, &p, new.clone()).await?;
+        // A new host that fails (down meanwhile, a delete still pending there) is left out
+        // and another one tried.
+        let mut last = None;
+        let mut moved = None;
+        for _ in 0..DECOMMISSION_TRIES {
+            let chosen =
+                place_for(&topo, role, 1, &zones, exclude.clone()).map_err(|e| (e.code, e.msg))?;
+            let new = chosen
+                .first()
+                .map(|c| Peer {
+                    id: c.id,
+                    addr: c.addr.clone(),
+                })
+                .ok_or((CODE_INTERNAL, "placement chose no host".to_string()))?;
+            match add_replica(&me, &p, new.clone()).await {
+                Ok(after) => {
+                    moved = Some((new, after));
+                    break;
+                }
+                Err(e) => {
+                    exclude.push(new.addr);
+                    last = Some(e);
+                }
+            }
+        }
+        let Some((new, after_add)) = moved else {
+            return Err(last.unwrap_or((CODE_INTERNAL, "no new host".into())));
+        };
         remove_replica(&me, &after_add, &addr).await?;
         Ok(format!(
             "decommission partition[{id}] from [{addr}] to [{}] successfully",
