@@ -11,8 +11,9 @@ use std::rc::Rc;
 
 use mast_http::{Response, Router};
 
-use super::api::{add, group_fail, propose0, registry_with_live, Ctx};
+use super::api::{add, group_fail, propose0, read0, registry_with_live, Ctx};
 use super::dialect::{fail, ok};
+use super::live::LiveMap;
 use super::tasks::{create_on_all, delete_on_node, member_change, CreateOnNode};
 use super::vol_api::{place_for, topology};
 use crate::meta::cubefs::volumes::{Peer, VolCommand, CODE_DP_NOT_EXISTS, CODE_MP_NOT_EXISTS};
@@ -267,8 +268,23 @@ async fn decommission(me: Rc<Shard>, ctx: Ctx, role: NodeRole) -> Response {
         Ok(x) => x,
         Err(e) => return group_fail(ctx.enc, &e),
     };
+    let r = move_replica(&me, &state, &live, role, id, &addr).await;
+    reply(&ctx, r)
+}
+
+/// Moves partition `id`'s replica off `addr` (the core of a decommission).
+async fn move_replica(
+    me: &Rc<Shard>,
+    state: &CubefsState,
+    live: &LiveMap,
+    role: NodeRole,
+    id: u64,
+    addr: &str,
+) -> Result<String, (i32, String)> {
+    let addr = addr.to_string();
+    let me = me.clone();
     let r = async {
-        let p = part_of(&state, role, id)?;
+        let p = part_of(state, role, id)?;
         if !p.hosts.contains(&addr) {
             let code = match role {
                 NodeRole::Data => CODE_DP_OFFLINE,
@@ -297,7 +313,7 @@ async fn decommission(me: Rc<Shard>, ctx: Ctx, role: NodeRole) -> Response {
         } else {
             0
         };
-        let topo = topology(&state, &live, role, media);
+        let topo = topology(state, live, role, media);
         let zones: Vec<String> = vol
             .zone_name
             .split(',')
@@ -354,7 +370,101 @@ async fn decommission(me: Rc<Shard>, ctx: Ctx, role: NodeRole) -> Response {
         ))
     }
     .await;
-    reply(&ctx, r)
+    r
+}
+
+/// Replicas moved per decommissioning node per loop round (CubeFS's `decommissionLimit`
+/// bounds the same per node set).
+const MOVES_PER_NODE_PER_ROUND: usize = 4;
+
+/// `/dataNode/decommission`, `/metaNode/decommission`: marks the node in the table; the
+/// leader's loop ([`decommission_step`]) moves its replicas away, resuming after a leader
+/// change. The node takes no new replicas from then on.
+async fn node_decommission(me: Rc<Shard>, ctx: Ctx, role: NodeRole) -> Response {
+    let addr = match ctx.params.required("addr") {
+        Ok(a) => a.to_string(),
+        Err(e) => return fail(ctx.enc, CODE_PARAM, &e.0),
+    };
+    let cmd = CubefsCommand::vol(VolCommand::SetDecommission {
+        role,
+        addr: addr.clone(),
+        on: true,
+    });
+    match propose0(&me, cmd).await {
+        Ok(CubefsOutcome::Refused { code, msg }) => fail(ctx.enc, code, &msg),
+        Ok(_) => ok(
+            ctx.enc,
+            format!("decommission node [{addr}] submitted, replicas move in the background"),
+        ),
+        Err(e) => group_fail(ctx.enc, &e),
+    }
+}
+
+/// `/dataNode/queryDecommissionProgress`: how many replicas the node still holds.
+async fn node_decommission_progress(me: Rc<Shard>, ctx: Ctx) -> Response {
+    let addr = match ctx.params.required("addr") {
+        Ok(a) => a.to_string(),
+        Err(e) => return fail(ctx.enc, CODE_PARAM, &e.0),
+    };
+    let r = read0(&me, move |s| {
+        let role = NodeRole::Data;
+        s.node(role, &addr)?;
+        let left =
+            s.vt.dps
+                .values()
+                .filter(|d| d.hosts.contains(&addr))
+                .count();
+        let marked = s.vt.decommissioning.contains(&(role, addr.clone()));
+        Some((left, marked))
+    })
+    .await;
+    match r {
+        Ok(Some((left, marked))) => ok(
+            ctx.enc,
+            serde_json::json!({
+                "Status": if !marked { 0 } else if left == 0 { 3 } else { 1 },
+                "StatusMessage": if !marked { "not decommissioning" } else if left == 0 { "success" } else { "running" },
+                "Progress": if left == 0 && marked { "100.00%" } else { "0.00%" },
+                "RemainingReplicas": left,
+                "FailedDps": [],
+                "IgnoreDps": [],
+            }),
+        ),
+        Ok(None) => fail(ctx.enc, CODE_DATA_NODE_NOT_EXISTS, "data node not exists"),
+        Err(e) => group_fail(ctx.enc, &e),
+    }
+}
+
+/// One round of node decommissions: for every marked node, up to
+/// [`MOVES_PER_NODE_PER_ROUND`] of its replicas move (add on a new host, then remove).
+/// A move that fails is retried next round.
+pub async fn decommission_step(me: &Rc<Shard>) {
+    let Ok((state, live)) = registry_with_live(me).await else {
+        return;
+    };
+    for (role, addr) in state.vt.decommissioning.iter().cloned() {
+        let ids: Vec<u64> = match role {
+            NodeRole::Data => state
+                .vt
+                .dps
+                .values()
+                .filter(|d| d.hosts.contains(&addr))
+                .map(|d| d.id)
+                .collect(),
+            NodeRole::Meta => state
+                .vt
+                .mps
+                .values()
+                .filter(|m| m.hosts.contains(&addr))
+                .map(|m| m.id)
+                .collect(),
+        };
+        for id in ids.into_iter().take(MOVES_PER_NODE_PER_ROUND) {
+            if let Err((code, msg)) = move_replica(me, &state, &live, role, id, &addr).await {
+                tracing::warn!(partition = id, node = %addr, code, %msg, "decommission move failed; retried next round");
+            }
+        }
+    }
 }
 
 pub fn routes(r: Router, shard: Rc<Shard>) -> Router {
@@ -374,7 +484,20 @@ pub fn routes(r: Router, shard: Rc<Shard>) -> Router {
     let r = add(r, s, "/dataPartition/decommission", false, |me, ctx| {
         decommission(me, ctx, NodeRole::Data)
     });
-    add(r, s, "/metaPartition/decommission", false, |me, ctx| {
+    let r = add(r, s, "/metaPartition/decommission", false, |me, ctx| {
         decommission(me, ctx, NodeRole::Meta)
-    })
+    });
+    let r = add(r, s, "/dataNode/decommission", false, |me, ctx| {
+        node_decommission(me, ctx, NodeRole::Data)
+    });
+    let r = add(r, s, "/metaNode/decommission", false, |me, ctx| {
+        node_decommission(me, ctx, NodeRole::Meta)
+    });
+    add(
+        r,
+        s,
+        "/dataNode/queryDecommissionProgress",
+        false,
+        node_decommission_progress,
+    )
 }

@@ -106,13 +106,14 @@ pub(crate) fn topology(
             continue;
         }
         let l = live_of(live, n);
+        let leaving = state.vt.decommissioning.contains(&(role, n.addr.clone()));
         let under_limit = role == NodeRole::Meta || l.partition_count <= dp_limit;
         t.nodes.push(Cand {
             id: n.id,
             addr: n.addr.clone(),
             zone: n.zone.clone(),
             node_set: n.node_set,
-            writable: is_writable(state, n, &l) && under_limit,
+            writable: is_writable(state, n, &l) && under_limit && !leaving,
             free_bytes: l.total_bytes.saturating_sub(l.used_bytes),
         });
     }
@@ -1000,13 +1001,16 @@ pub async fn drop_deleted_vols(me: &Rc<Shard>) {
     }
 }
 
-/// Runs [`drop_deleted_vols`] every `interval_ms` while this node leads group 0 (start on
-/// shard 0). A new leader picks up the marks its predecessor left.
-pub async fn deletion_loop(me: Rc<Shard>, interval_ms: u64) {
+/// The leader's background work, every `interval_ms` while this node leads group 0 (start
+/// on shard 0): drops deleted volumes ([`drop_deleted_vols`]) and moves replicas off nodes
+/// being decommissioned. Both read their work from the table, so a new leader picks up the
+/// marks its predecessor left.
+pub async fn background_loop(me: Rc<Shard>, interval_ms: u64) {
     loop {
         monoio::time::sleep(std::time::Duration::from_millis(interval_ms)).await;
         if me.group.is_leader() {
             drop_deleted_vols(&me).await;
+            super::partition_api::decommission_step(&me).await;
         }
     }
 }

@@ -253,7 +253,7 @@ fn shard_thread(
         let _ = events.send(Event::ShardListening(shard));
         monoio::spawn(leader_affinity(ctx.clone()));
         if shard == 0 {
-            monoio::spawn(crate::cubefs::vol_api::deletion_loop(ctx.clone(), 2_000));
+            monoio::spawn(crate::cubefs::vol_api::background_loop(ctx.clone(), 2_000));
         }
         let router = admin::router(ctx.clone());
         let router = crate::meta::kv::api::routes(router, ctx.clone());

@@ -251,6 +251,7 @@ struct SnapshotDataV2 {
     dps: Vec<volumes::DataPartition>,
     mps: Vec<volumes::MetaPartition>,
     users: Vec<volumes::User>,
+    decommissioning: Vec<(NodeRole, String)>,
 }
 
 /// The registry (group 0's partition; empty elsewhere).
@@ -663,6 +664,7 @@ impl CubefsState {
             dps: self.vt.dps.values().cloned().collect(),
             mps: self.vt.mps.values().cloned().collect(),
             users: self.vt.users.values().cloned().collect(),
+            decommissioning: self.vt.decommissioning.iter().cloned().collect(),
         })
     }
 
@@ -699,6 +701,7 @@ impl CubefsState {
                 return Err("a user appears twice".into());
             }
         }
+        s.vt.decommissioning = data.decommissioning.into_iter().collect();
         s.check_vol_tables()?;
         Ok(s)
     }

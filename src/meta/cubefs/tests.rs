@@ -306,6 +306,15 @@ fn run_transcript(script: &str) -> String {
                     }),
                 )
             }
+            "decom" => apply(
+                &mut t,
+                CubefsCommand::vol(VolCommand::SetDecommission {
+                    role: role(w[1]),
+                    addr: w[2].into(),
+                    on: kv(&w, "on") == Some("true"),
+                }),
+            ),
+            "decoms" => format!("{:?}", t.cubefs.vt.decommissioning),
             "deluser" => apply(
                 &mut t,
                 CubefsCommand::vol(VolCommand::DeleteUser { id: w[1].into() }),

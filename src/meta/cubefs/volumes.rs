@@ -168,6 +168,12 @@ pub enum VolCommand {
         hosts: Vec<String>,
         peers: Vec<Peer>,
     },
+    /// `/dataNode/decommission`, `/metaNode/decommission`: mark (or, `on` false, unmark).
+    SetDecommission {
+        role: NodeRole,
+        addr: String,
+        on: bool,
+    },
     // New variants go last: the archived discriminant is the variant's position.
 }
 
@@ -200,6 +206,9 @@ pub struct VolTables {
     pub dps: BTreeMap<u64, DataPartition>,
     pub mps: BTreeMap<u64, MetaPartition>,
     pub users: BTreeMap<String, User>,
+    /// Nodes being decommissioned (§10): no new replicas go there, and the leader's loop moves
+    /// their replicas away. Recorded here so a new leader resumes the work.
+    pub decommissioning: std::collections::BTreeSet<(NodeRole, String)>,
 }
 
 impl VolTables {
@@ -535,6 +544,24 @@ impl CubefsState {
                 *p = peers.clone();
                 CubefsOutcome::Done
             }
+            VolCommand::SetDecommission { role, addr, on } => {
+                if self.node(*role, addr).is_none() {
+                    return match role {
+                        NodeRole::Data => {
+                            refuse(super::CODE_DATA_NODE_NOT_EXISTS, "data node not exists")
+                        }
+                        NodeRole::Meta => {
+                            refuse(super::CODE_META_NODE_NOT_EXISTS, "meta node not exists")
+                        }
+                    };
+                }
+                if *on {
+                    self.vt.decommissioning.insert((*role, addr.clone()));
+                } else {
+                    self.vt.decommissioning.remove(&(*role, addr.clone()));
+                }
+                CubefsOutcome::Done
+            }
             VolCommand::DeleteUser { id } => {
                 let Some(u) = self.vt.users.get(id) else {
                     return refuse(CODE_USER_NOT_EXISTS, "user not exists");
@@ -551,6 +578,11 @@ impl CubefsState {
     /// Checks a restored volume table against the registry (hosts registered, partitions
     /// of existing volumes, users owning existing volumes).
     pub(super) fn check_vol_tables(&self) -> Result<(), String> {
+        for (role, addr) in &self.vt.decommissioning {
+            if self.node(*role, addr).is_none() {
+                return Err(format!("decommissioning node {addr} is not registered"));
+            }
+        }
         for (name, v) in &self.vt.vols {
             if name != &v.name {
                 return Err(format!("volume {name} is keyed wrongly"));
