@@ -5,8 +5,12 @@
 //! - [`meta`]: the meta table, that state machine, one module per domain (kv, global, …);
 //! - [`services`]: leader-only services (TSO, ID allocator) on group 0's leader;
 //! - [`cubefs`]: the CubeFS master's HTTP dialect and routes over the `meta::cubefs` registry;
+//! - [`admintask`]: the CubeFS master's admin task manager (heartbeats, liveness, tasks to
+//!   storage nodes); [`agent`]: `mast node`, the storage node side;
 //! - [`node`]: the process: config, runtime, start-up, the shard context, admin endpoints.
 
+pub mod admintask;
+pub mod agent;
 pub mod codec;
 pub mod cubefs;
 pub mod meta;

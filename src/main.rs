@@ -12,6 +12,7 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
+        Command::Node(args) => std::process::exit(mast::agent::run_cli(args)),
         Command::Server(args) => {
             let config = match ServerConfig::resolve(args) {
                 Ok(c) => c,

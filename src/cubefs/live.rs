@@ -3,9 +3,8 @@
 //!
 //! Liveness of a node lives on the shard its address hashes to (`crate::placement`), in that
 //! shard's leader memory. The routes ask each shard through [`live_view`] for the nodes it
-//! owns. Until the heartbeat side is wired, every shard answers [`NeverHeard`]: a node that
-//! never answered a heartbeat is inactive with zero usage, which is what CubeFS shows for a
-//! node just registered.
+//! owns: the heartbeat state of `crate::admintask`. A node that never answered a heartbeat
+//! is inactive with zero usage, which is what CubeFS shows for a node just registered.
 //!
 //! The other direction: the heartbeat loop iterates the registered nodes with
 //! [`registered_nodes`] (all, or those a shard owns).
@@ -48,10 +47,42 @@ impl LiveView for NeverHeard {
     }
 }
 
-/// Shard `shard`'s live view. WIRING POINT: return the heartbeat state's view (per-shard
-/// `crate::admintask::NodeLive` by address) once it exists; everything else reads through here.
-pub fn live_view(_shard: &Shard) -> Box<dyn LiveView + '_> {
-    Box::new(NeverHeard)
+/// Shard `shard`'s live view: the heartbeat state (`crate::admintask`) of the nodes it owns.
+pub fn live_view(shard: &Shard) -> Box<dyn LiveView + '_> {
+    Box::new(AdminLive(shard))
+}
+
+/// The heartbeat state of a shard (`crate::admintask`), keyed by address.
+struct AdminLive<'a>(&'a Shard);
+
+impl LiveView for AdminLive<'_> {
+    fn live(&self, role: NodeRole, addr: &str) -> Option<LiveInfo> {
+        let l = self.0.admin_tasks.live(addr)?;
+        // A data and a meta node may share an address; answer only for the asked role.
+        let same_role = matches!(
+            (l.role, role),
+            (None, _)
+                | (Some(crate::admintask::Role::Data), NodeRole::Data)
+                | (Some(crate::admintask::Role::Meta), NodeRole::Meta)
+        );
+        if !same_role {
+            return None;
+        }
+        Some(LiveInfo {
+            is_active: l.is_active,
+            report_time_ms: u64::try_from(l.report_time_unix_s)
+                .unwrap_or(0)
+                .saturating_mul(1000),
+            total_bytes: l.total,
+            used_bytes: l.used,
+            available_bytes: l.available,
+            partition_count: match role {
+                NodeRole::Data => l.data_partition_count,
+                NodeRole::Meta => l.meta_partition_count,
+            },
+            cpu_util: 0.0,
+        })
+    }
 }
 
 pub type LiveMap = HashMap<(NodeRole, String), LiveInfo>;

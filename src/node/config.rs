@@ -29,6 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a mast server (a single-node cluster unless --members names more).
     Server(ServerArgs),
+    /// Run storage node agents (CubeFS data/meta nodes) that answer a master's admin tasks.
+    Node(crate::agent::NodeArgs),
 }
 
 /// Flags of `mast server`. Every field is optional so that a missing flag can fall back to the

@@ -235,6 +235,11 @@ fn shard_thread(
         if shard == 0 {
             services.attach(&group);
         }
+        let admin_tasks = crate::admintask::AdminTasks::new(
+            crate::admintask::AdminTaskConfig::for_master(node.http_addr),
+            shard,
+            mesh.shards(),
+        );
         let ctx = Rc::new(Shard {
             id: shard,
             cpu,
@@ -245,6 +250,7 @@ fn shard_thread(
             http_metrics: Rc::new(HttpMetrics::new()),
             group,
             services,
+            admin_tasks,
         });
         let jobs = {
             let (mesh, ctx) = (mesh.clone(), ctx.clone());
@@ -255,10 +261,13 @@ fn shard_thread(
         if shard == 0 {
             monoio::spawn(crate::cubefs::vol_api::background_loop(ctx.clone(), 2_000));
         }
+        crate::admintask::wire_registry(&ctx);
+        monoio::spawn(crate::admintask::run_shard(ctx.clone()));
         let router = admin::router(ctx.clone());
         let router = crate::meta::kv::api::routes(router, ctx.clone());
         let router = crate::services::api::routes(router, ctx.clone());
         let router = crate::cubefs::routes(router, ctx.clone());
+        let router = crate::admintask::http::routes(router, ctx.clone());
         let router = Rc::new(super::members_api::routes(router, ctx.clone()));
         mast_http::serve(
             listener,

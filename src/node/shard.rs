@@ -56,6 +56,8 @@ pub struct Shard {
     /// The cluster-wide leader services (TSO, IDs); they run on group 0's replica, so only
     /// shard 0's are ever called.
     pub services: Rc<LeaderServices>,
+    /// Heartbeats, liveness and admin tasks of the storage nodes this shard owns.
+    pub admin_tasks: Rc<crate::admintask::AdminTasks>,
 }
 
 impl Shard {
