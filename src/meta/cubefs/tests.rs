@@ -772,3 +772,114 @@ fn fixtures_written_by_version_1_still_decode() {
     let section = std::fs::read(dir.join("section-v1.bin")).expect("section fixture");
     assert_eq!(CubefsState::restore_v1(&section).expect("restores"), state);
 }
+
+/// Volume commands and a version 2 section, written by this version; they must keep
+/// decoding (`MAST_WRITE_FIXTURES=1` writes them anew only when a format version is added).
+#[test]
+fn fixtures_of_volume_commands_still_decode() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/meta/cubefs/testdata");
+    let mut state = CubefsState::default();
+    let mut cmds = fixture_commands();
+    cmds.push(CubefsCommand::UpdateZone {
+        name: "z1".into(),
+        enable: Some(true),
+        data_nodeset_selector: None,
+        meta_nodeset_selector: None,
+        data_node_selector: None,
+        meta_node_selector: None,
+    });
+    let peers = |addr: &str, id: u64| {
+        vec![volumes::Peer {
+            id,
+            addr: addr.into(),
+        }]
+    };
+    let vol_cmds = vec![
+        CubefsCommand::vol(VolCommand::CreateVol {
+            vol: volume("vol1", "alice", 2000, 1_764_950_400_010),
+            meta_partitions: vec![volumes::MetaPartition {
+                id: 2001,
+                vol: "vol1".into(),
+                start: 0,
+                end: u64::MAX >> 1,
+                hosts: vec!["192.168.1.1:17210".into()],
+                peers: peers("192.168.1.1:17210", 1002),
+                status: 2,
+                created_ms: 1_764_950_400_010,
+            }],
+            data_partitions: vec![volumes::DataPartition {
+                id: 2002,
+                vol: "vol1".into(),
+                replica_num: 1,
+                hosts: vec!["192.168.1.1:17310".into()],
+                peers: peers("192.168.1.1:17310", 1000),
+                status: 2,
+                media_type: 2,
+                created_ms: 1_764_950_400_010,
+            }],
+            owner: user("alice", "AK0000000000000a", 1_764_950_400_010),
+        }),
+        CubefsCommand::vol(VolCommand::UpdateVol {
+            name: "vol1".into(),
+            update: volumes::VolUpdate {
+                capacity_gb: Some(30),
+                description: Some("d".into()),
+                ..Default::default()
+            },
+        }),
+        CubefsCommand::vol(VolCommand::CreateUser {
+            user: user("carol", "AK00000000000ccc", 1_764_950_400_011),
+        }),
+        CubefsCommand::vol(VolCommand::SetHosts {
+            role: NodeRole::Data,
+            id: 2002,
+            expect_hosts: vec!["192.168.1.1:17310".into()],
+            hosts: vec!["192.168.1.1:17310".into()],
+            peers: peers("192.168.1.1:17310", 1000),
+        }),
+        CubefsCommand::vol(VolCommand::SetDecommission {
+            role: NodeRole::Meta,
+            addr: "192.168.1.1:17210".into(),
+            on: true,
+        }),
+        CubefsCommand::vol(VolCommand::AddDataPartitions {
+            vol: "vol1".into(),
+            partitions: vec![],
+        }),
+        CubefsCommand::vol(VolCommand::MarkVolDelete {
+            name: "vol1".into(),
+            delete: false,
+        }),
+        CubefsCommand::vol(VolCommand::DeleteUser { id: "carol".into() }),
+    ];
+    cmds.extend(vol_cmds.iter().cloned());
+    for c in &cmds {
+        state.apply(c);
+    }
+    assert_eq!(state.vt.vols["vol1"].capacity_gb, 30);
+    let mut entries = Vec::new();
+    for c in &vol_cmds {
+        let b = MetaCommand::Cubefs(c.clone()).encode();
+        entries.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        entries.extend_from_slice(&b);
+    }
+    if std::env::var_os("MAST_WRITE_FIXTURES").is_some() {
+        std::fs::write(dir.join("commands-vol-v1.bin"), &entries).expect("write fixture");
+        std::fs::write(dir.join("section-v2.bin"), state.snapshot()).expect("write fixture");
+    }
+    let bytes = std::fs::read(dir.join("commands-vol-v1.bin")).expect("commands fixture");
+    let mut at = 0;
+    let mut decoded = Vec::new();
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        decoded.push(MetaCommand::decode(&bytes[at + 4..at + 4 + len]).expect("decodes"));
+        at += 4 + len;
+    }
+    let want: Vec<MetaCommand> = vol_cmds.into_iter().map(MetaCommand::Cubefs).collect();
+    assert_eq!(decoded, want);
+    let section = std::fs::read(dir.join("section-v2.bin")).expect("section fixture");
+    assert_eq!(
+        CubefsState::restore_version(2, &section).expect("restores"),
+        state
+    );
+}
