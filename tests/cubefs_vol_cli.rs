@@ -160,13 +160,17 @@ impl Drop for Agents {
 }
 
 fn start_agents(masters: &str, dir: &Path) -> Agents {
+    start_agents_at(masters, dir, IP_BASE)
+}
+
+fn start_agents_at(masters: &str, dir: &Path, ip_base: u32) -> Agents {
     let mut a = Agents {
         children: vec![],
         data_controls: vec![],
         meta_controls: vec![],
     };
     for k in 0..AGENT_IPS {
-        let ip = format!("127.0.0.{}", IP_BASE + k);
+        let ip = format!("127.0.0.{}", ip_base + k);
         let zone = if k < AGENT_IPS / 2 { "z1" } else { "z2" };
         for (role, port, control) in [("data", 17310, 17410), ("meta", 17210, 17420)] {
             let control: SocketAddr = format!("{ip}:{control}").parse().expect("addr");
@@ -183,6 +187,9 @@ fn start_agents(masters: &str, dir: &Path) -> Agents {
                     &format!("{ip}:{port}"),
                     "--simulate",
                     "1",
+                    // Room for every partition the tests create (120 GB each by default).
+                    "--capacity-gb",
+                    "20000",
                     "--control",
                     &control.to_string(),
                     "--data-dir",
@@ -588,4 +595,111 @@ fn cfs_cli_volumes_on_mast_nodes() {
     assert!(!out.contains("vol2"), "{out}");
     let user = ok_data(&mut c, "/user/info?user=alice");
     assert_eq!(user["policy"]["own_vols"], json!(["vol1"]));
+}
+
+/// Hosts of every data partition of `vol`.
+fn vol_dp_hosts(c: &mut HttpClient, vol: &str) -> BTreeMap<u64, Vec<String>> {
+    let view = ok_data(c, &format!("/client/partitions?name={vol}"));
+    view["DataPartitions"]
+        .as_array()
+        .expect("dps")
+        .iter()
+        .map(|dp| {
+            let hosts = dp["Hosts"]
+                .as_array()
+                .expect("hosts")
+                .iter()
+                .filter_map(|h| h.as_str().map(String::from))
+                .collect();
+            (dp["PartitionID"].as_u64().expect("id"), hosts)
+        })
+        .collect()
+}
+
+/// The master leader is SIGKILLed right after a node's decommission was accepted and while a
+/// volume creation is in flight: the new leader finishes the decommission (the mark is in
+/// the table), no partition drops below its replicas, and the interrupted volume either
+/// exists whole (every partition on hosts that hold it) or not at all.
+#[test]
+fn leader_killed_mid_decommission_and_creation() {
+    let mut cluster = Cluster::start(ClusterOptions::new(3, 2)).expect("cluster starts");
+    let leader = cluster.wait_for_leaders(LEADER_TIMEOUT).expect("leaders")[0];
+    let masters: Vec<String> = cluster
+        .node_ids()
+        .into_iter()
+        .map(|id| cluster.http_addr(id).to_string())
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = start_agents_at(&masters.join(","), dir.path(), IP_BASE + 10);
+    let mut c = HttpClient::new(cluster.http_addr(leader), IO_TIMEOUT);
+    wait_all_active(&mut c);
+    ok_data(
+        &mut c,
+        "/admin/createVol?name=vol1&owner=alice&capacity=10&crossZone=true",
+    );
+    let before = vol_dp_hosts(&mut c, "vol1");
+    let held = agent_partitions(&agents.data_controls);
+    let victim = held
+        .iter()
+        .max_by_key(|(_, p)| p.len())
+        .map(|(a, _)| a.clone())
+        .expect("a data node");
+    assert!(before.values().any(|h| h.contains(&victim)));
+
+    let leader_http = cluster.http_addr(leader);
+    let creating = thread::spawn(move || {
+        let mut c = HttpClient::new(leader_http, IO_TIMEOUT);
+        c.get("/admin/createVol?name=vol2&owner=alice&capacity=10&crossZone=true&dpCount=20")
+            .map(|r| r.body_text())
+    });
+    ok_data(&mut c, &format!("/dataNode/decommission?addr={victim}"));
+    thread::sleep(Duration::from_millis(30));
+    cluster.kill(leader);
+    let created = creating.join().expect("creating thread");
+    println!("createVol vol2 while the leader died: {created:?}");
+
+    let survivor = cluster
+        .node_ids()
+        .into_iter()
+        .find(|&id| id != leader)
+        .expect("a survivor");
+    let mut c = HttpClient::new(cluster.http_addr(survivor), IO_TIMEOUT);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let now = vol_dp_hosts(&mut c, "vol1");
+        assert_eq!(now.len(), before.len(), "partitions came or went");
+        for (id, hosts) in &now {
+            assert!(hosts.len() >= 3, "dp {id} below its replicas: {hosts:?}");
+        }
+        let on_victim = now.values().filter(|h| h.contains(&victim)).count();
+        let still_held = agent_partitions(&agents.data_controls)[&victim].len();
+        if on_victim == 0 && still_held == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new leader did not finish decommissioning {victim}: {on_victim} partitions, agent holds {still_held}"
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+    let held = agent_partitions(&agents.data_controls);
+    for (id, hosts) in vol_dp_hosts(&mut c, "vol1") {
+        for h in hosts {
+            assert!(held[&h].contains(&id), "{h} lacks dp {id}");
+        }
+    }
+    // vol2: whole or absent.
+    let (code, _, _) = call(&mut c, "/admin/getVol?name=vol2");
+    if code == 0 {
+        let dps = vol_dp_hosts(&mut c, "vol2");
+        assert!(dps.len() >= 3);
+        for (id, hosts) in dps {
+            assert_eq!(hosts.len(), 3);
+            for h in hosts {
+                assert!(held[&h].contains(&id), "{h} lacks dp {id} of vol2");
+            }
+        }
+    } else {
+        assert_eq!(code, 7);
+    }
 }
