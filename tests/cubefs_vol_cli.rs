@@ -392,6 +392,24 @@ fn cfs_cli_volumes_on_mast_nodes() {
         }
     }
 
+    // Health checks: every node active, nothing short of replicas.
+    cli_ok(&home, &["datapartition", "check"], &[]);
+    cli_ok(&home, &["metapartition", "check"], &[]);
+    let d = ok_data(&mut c, "/dataPartition/diagnose");
+    assert_eq!(
+        (
+            &d["InactiveDataNodes"],
+            &d["LackReplicaDataPartitionIDs"],
+            &d["CorruptDataPartitionIDs"]
+        ),
+        (&json!([]), &json!([]), &json!([]))
+    );
+    let m = ok_data(&mut c, "/metaPartition/diagnose");
+    assert_eq!(
+        (&m["InactiveMetaNodes"], &m["LackReplicaMetaPartitionIDs"]),
+        (&json!([]), &json!([]))
+    );
+
     // What a mounting client reads (§6).
     let auth = "6384e2b2184bcbf58eccf10ca7a6563c"; // md5("alice")
     let v = ok_data(&mut c, "/admin/getVol?name=vol1");

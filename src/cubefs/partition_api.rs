@@ -467,6 +467,76 @@ pub async fn decommission_step(me: &Rc<Shard>) {
     }
 }
 
+/// `/dataPartition/diagnose` and `/metaPartition/diagnose` (`datapartition check`,
+/// `metapartition check`): inactive nodes, partitions short of replicas, and partitions
+/// whose majority of replicas sit on inactive nodes (corrupt: no quorum).
+async fn diagnose(me: Rc<Shard>, ctx: Ctx, role: NodeRole) -> Response {
+    let (state, live) = match registry_with_live(&me).await {
+        Ok(x) => x,
+        Err(e) => return group_fail(ctx.enc, &e),
+    };
+    let inactive: Vec<String> = state
+        .nodes_of(role)
+        .filter(|n| !super::views::live_of(&live, n).is_active)
+        .map(|n| n.addr.clone())
+        .collect();
+    let parts: Vec<(u64, Vec<String>, usize)> = match role {
+        NodeRole::Data => state
+            .vt
+            .dps
+            .values()
+            .map(|d| (d.id, d.hosts.clone(), d.replica_num as usize))
+            .collect(),
+        NodeRole::Meta => state
+            .vt
+            .mps
+            .values()
+            .map(|m| (m.id, m.hosts.clone(), 3))
+            .collect(),
+    };
+    let lack: Vec<u64> = parts
+        .iter()
+        .filter(|(_, h, n)| h.len() < *n)
+        .map(|(id, ..)| *id)
+        .collect();
+    let corrupt: Vec<u64> = parts
+        .iter()
+        .filter(|(_, h, _)| {
+            let down = h.iter().filter(|a| inactive.contains(a)).count();
+            down * 2 > h.len()
+        })
+        .map(|(id, ..)| *id)
+        .collect();
+    let view = match role {
+        NodeRole::Data => serde_json::json!({
+            "InactiveDataNodes": inactive,
+            "CorruptDataPartitionIDs": corrupt,
+            "LackReplicaDataPartitionIDs": lack,
+            "BadDataPartitionIDs": [],
+            "BadDataPartitionInfos": [],
+            "BadReplicaDataPartitionIDs": [],
+            "RepFileCountDifferDpIDs": [],
+            "RepUsedSizeDifferDpIDs": [],
+            "ExcessReplicaDpIDs": [],
+            "CorruptDataPartitionIDsAll": [],
+            "InactiveDataNodesAll": [],
+        }),
+        NodeRole::Meta => serde_json::json!({
+            "InactiveMetaNodes": inactive,
+            "CorruptMetaPartitionIDs": corrupt,
+            "LackReplicaMetaPartitionIDs": lack,
+            "NoLeaderMetaPartitionIDs": [],
+            "BadMetaPartitionIDs": [],
+            "BadReplicaMetaPartitionIDs": [],
+            "ExcessReplicaMetaPartitionIDs": [],
+            "InodeCountNotEqualReplicaMetaPartitionIDs": [],
+            "MaxInodeNotEqualReplicaMetaPartitionIDs": [],
+            "DentryCountNotEqualReplicaMetaPartitionIDs": [],
+        }),
+    };
+    ok(ctx.enc, view)
+}
+
 pub fn routes(r: Router, shard: Rc<Shard>) -> Router {
     let s = &shard;
     let r = add(r, s, "/dataReplica/add", false, |me, ctx| {
@@ -492,6 +562,12 @@ pub fn routes(r: Router, shard: Rc<Shard>) -> Router {
     });
     let r = add(r, s, "/metaNode/decommission", false, |me, ctx| {
         node_decommission(me, ctx, NodeRole::Meta)
+    });
+    let r = add(r, s, "/dataPartition/diagnose", false, |me, ctx| {
+        diagnose(me, ctx, NodeRole::Data)
+    });
+    let r = add(r, s, "/metaPartition/diagnose", false, |me, ctx| {
+        diagnose(me, ctx, NodeRole::Meta)
     });
     add(
         r,
