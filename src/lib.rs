@@ -14,6 +14,7 @@ pub mod agent;
 pub mod codec;
 pub mod cubefs;
 pub mod meta;
+pub mod milvus;
 pub mod node;
 pub mod placement;
 pub mod replica;

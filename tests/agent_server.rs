@@ -64,6 +64,18 @@ fn agent(role: &str, masters: &str, n: usize, dir: &Path) -> Agent {
 }
 
 fn get_json(addr: SocketAddr, target: &str) -> Option<(u16, Value)> {
+    let (status, body) = get_raw(addr, target)?;
+    Some((status, serde_json::from_str(&body).ok()?))
+}
+
+fn get_text(addr: SocketAddr, target: &str) -> String {
+    match get_raw(addr, target) {
+        Some((200, body)) => body,
+        other => panic!("GET {target}: {other:?}"),
+    }
+}
+
+fn get_raw(addr: SocketAddr, target: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(
@@ -74,8 +86,8 @@ fn get_json(addr: SocketAddr, target: &str) -> Option<(u16, Value)> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let status = out.get(9..12)?.parse().ok()?;
-    let body = out.split("\r\n\r\n").nth(1)?;
-    Some((status, serde_json::from_str(body).ok()?))
+    let body = out.split_once("\r\n\r\n")?.1;
+    Some((status, body.to_string()))
 }
 
 fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
@@ -144,6 +156,19 @@ fn agents_heartbeat_with_a_real_cluster_across_a_leader_change() {
     let (_, got) = get_json(master, &format!("/dataNode/get?addr={}", data_nodes[0].0)).unwrap();
     assert_eq!(got["code"], 0, "{got}");
     assert_eq!(got["data"]["Zone"], "z1");
+    // ... and the heartbeats' liveness and usage, through the registry's liveness seam.
+    assert_eq!(got["data"]["IsActive"], true, "{got}");
+    assert_eq!(got["data"]["TotalWeight"], 64u64 << 30, "{got}");
+    let (_, got) = get_json(master, &format!("/metaNode/get?addr={}", meta_nodes[0].0)).unwrap();
+    assert_eq!(got["data"]["IsActive"], true, "{got}");
+    // The node's /metrics carries the admin task counters: heartbeats were sent and acked.
+    let metrics = get_text(master, "/metrics");
+    let acked: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("mast_admin_tasks_total{") && l.contains("event=\"acked\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(acked >= 5, "heartbeat acks in /metrics: {acked}\n{metrics}");
 
     // A node restarted with another zone in its state: its heartbeat moves it there.
     drop(data);

@@ -1,8 +1,9 @@
 //! CubeFS's own `cfs-cli` (`../shared/tools/cfs-cli`) against three `mast server` masters,
 //! as an operator's script would drive it: `cluster info|stat|freeze|set`,
 //! `datanode list|info`, `metanode list|info`, `zone list|info`, `nodeset list|info`, checking
-//! exit codes and output. Nodes are registered over HTTP exactly as CubeFS's data and meta
-//! nodes do (`/dataNode/add`, `/metaNode/add`), since the `mast node` agent is another part.
+//! exit codes and output. The main scenario registers nodes over HTTP exactly as CubeFS's data
+//! and meta nodes do (`/dataNode/add`, `/metaNode/add`); a second one runs real `mast node`
+//! agents and checks cfs-cli sees them active with the capacity their heartbeats report.
 //!
 //! Also here, over plain HTTP: the envelope and bare-number replies, idempotent and
 //! mismatching registration, node sets filling up, gzip on request, a follower relaying to the
@@ -675,5 +676,100 @@ fn raft_routes(cluster: &Cluster, leader: u64, follower: u64) {
             view["LeaderAddr"]
         );
         thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `mast node` agents register themselves and heartbeat; cfs-cli, as an operator would run
+/// it, sees them active with the capacity they report, on every master.
+#[test]
+fn cfs_cli_sees_mast_node_agents_active() {
+    if !cfs_cli().exists() {
+        eprintln!("\n!!!!!!!! SKIPPED: cfs-cli not found; this test did NOT run !!!!!!!!\n");
+        return;
+    }
+    let cluster = Cluster::start(ClusterOptions::new(NODES, SHARDS)).expect("cluster starts");
+    cluster.wait_for_leaders(LEADER_TIMEOUT).expect("leaders");
+    let masters: Vec<String> = cluster
+        .node_ids()
+        .into_iter()
+        .map(|id| cluster.http_addr(id).to_string())
+        .collect();
+    let dir = tempfile::tempdir().expect("agent dir");
+    let agent = |role: &str, n: usize| {
+        let child = Command::new(env!("CARGO_BIN_EXE_mast"))
+            .args(["node", "--role", role, "--master", &masters.join(",")])
+            .args(["--zone", "zagent", "--listen", "127.0.0.1:0"])
+            .args(["--simulate", &n.to_string(), "--capacity-gb", "100"])
+            .arg("--data-dir")
+            .arg(dir.path().join(role))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mast node starts");
+        KillOnDrop(child)
+    };
+    let _data = agent("data", 3);
+    let _meta = agent("meta", 2);
+
+    // Heartbeats every 6 s: wait (bounded) until every agent answered one.
+    let mut c = HttpClient::new(cluster.http_addr(cluster.node_ids()[0]), IO_TIMEOUT);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let view = loop {
+        let (code, _, v) = call(&mut c, "/admin/getCluster");
+        let active = |k: &str| {
+            v[k].as_array().map_or(0, |a| {
+                a.iter()
+                    .filter(|n| n["Status"] == Value::Bool(true))
+                    .count()
+            })
+        };
+        if code == 0 && active("DataNodes") == 3 && active("MetaNodes") == 2 {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "agents not active in 60 s: {v}");
+        thread::sleep(Duration::from_millis(250));
+    };
+    let data_addrs: Vec<String> = view["DataNodes"]
+        .as_array()
+        .expect("DataNodes")
+        .iter()
+        .filter_map(|n| n["Addr"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(data_addrs.len(), 3, "{view}");
+
+    let home = tempfile::tempdir().expect("scratch HOME");
+    write_cli_config(home.path(), &masters);
+    let h = home.path();
+    let info = cli_ok(h, &["cluster", "info"], &[]);
+    assert!(
+        has_field(&info, "DataNode count (active/total)", "3/3"),
+        "{info}"
+    );
+    assert!(
+        has_field(&info, "MetaNode count (active/total)", "2/2"),
+        "{info}"
+    );
+    let list = cli_ok(h, &["datanode", "list"], &[]);
+    for a in &data_addrs {
+        assert!(
+            list.lines()
+                .any(|l| l.contains(a.as_str()) && l.contains("Active") && !l.contains("Inactive")),
+            "datanode list: {a} not active:\n{list}"
+        );
+    }
+    let info = cli_ok(h, &["datanode", "info", &data_addrs[0]], &[]);
+    assert!(has_field(&info, "Status", "Active"), "{info}");
+    assert!(has_field(&info, "Zone", "zagent"), "{info}");
+    assert!(has_field(&info, "Total", "100"), "{info}");
+    let zones = cli_ok(h, &["zone", "list"], &["zagent"]);
+    assert!(zones.contains("zagent"), "{zones}");
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

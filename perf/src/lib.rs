@@ -9,6 +9,7 @@
 pub mod api;
 pub mod client;
 pub mod http;
+pub mod milvus;
 pub mod plot;
 pub mod report;
 pub mod stats;

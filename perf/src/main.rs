@@ -13,6 +13,7 @@ use clap::{Parser, ValueEnum};
 use mast_load::api::{EtcdApi, KvApi, MastApi};
 use mast_load::client::{run, RunConfig, RunResult, TargetMode};
 use mast_load::http::RequestTemplate;
+use mast_load::milvus::{MilvusOp, MilvusWorkloadSpec};
 use mast_load::plot;
 use mast_load::report::{human_us, render_text, summarize, write_hlog, ItemsSummary};
 use mast_load::stats::IntervalStats;
@@ -37,6 +38,12 @@ enum WorkloadArg {
     Tso,
     /// Unique ids: POST /ids?count=N, 200 {"id":FIRST,"count":N}.
     Ids,
+    /// Milvus DDL: collections/create then collections/drop of a new name, alternately.
+    MilvusCreateDrop,
+    /// Milvus DDL: partitions/create of new partitions.
+    MilvusPartition,
+    /// Milvus: collections/describe of one collection per connection.
+    MilvusDescribe,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -215,6 +222,20 @@ type Built = (
 );
 
 fn build_workload(args: &Args) -> Result<Built, String> {
+    let milvus = match args.workload {
+        WorkloadArg::MilvusCreateDrop => Some(MilvusOp::CreateDropPairs),
+        WorkloadArg::MilvusPartition => Some(MilvusOp::CreatePartition),
+        WorkloadArg::MilvusDescribe => Some(MilvusOp::Describe),
+        _ => None,
+    };
+    if let Some(op) = milvus {
+        let spec = MilvusWorkloadSpec {
+            op,
+            db: "default".into(),
+            prefix: format!("{}{}", args.key_prefix, args.seed),
+        };
+        return Ok((Arc::new(spec), None, None));
+    }
     if let WorkloadArg::Tso | WorkloadArg::Ids = args.workload {
         let spec = BatchWorkloadSpec {
             kind: if args.workload == WorkloadArg::Tso {
@@ -268,7 +289,12 @@ fn build_workload(args: &Args) -> Result<Built, String> {
             read_ratio: args.read_ratio,
         },
         WorkloadArg::KvCas => Mix::Cas,
-        WorkloadArg::Http | WorkloadArg::Tso | WorkloadArg::Ids => {
+        WorkloadArg::Http
+        | WorkloadArg::Tso
+        | WorkloadArg::Ids
+        | WorkloadArg::MilvusCreateDrop
+        | WorkloadArg::MilvusPartition
+        | WorkloadArg::MilvusDescribe => {
             unreachable!("handled above")
         }
     };

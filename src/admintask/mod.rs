@@ -298,6 +298,12 @@ impl AdminTasks {
         self.live.borrow().get(addr).cloned()
     }
 
+    /// Reads a node's liveness in place: the registry's routes list thousands of nodes, and
+    /// cloning each one's partition reports would dominate them.
+    pub fn with_live<R>(&self, addr: &str, f: impl FnOnce(&NodeLive) -> R) -> Option<R> {
+        self.live.borrow().get(addr).map(f)
+    }
+
     /// Every node this shard keeps.
     pub fn all_live(&self) -> Vec<NodeLive> {
         self.live.borrow().all().cloned().collect()

@@ -3,7 +3,7 @@
 //!
 //! Liveness of a node lives on the shard its address hashes to (`crate::placement`), in that
 //! shard's leader memory. The routes ask each shard through [`live_view`] for the nodes it
-//! owns: the heartbeat state of `crate::admintask`. A node that never answered a heartbeat
+//! owns, from the admin task manager's heartbeat table. A node that never answered a heartbeat
 //! is inactive with zero usage, which is what CubeFS shows for a node just registered.
 //!
 //! The other direction: the heartbeat loop iterates the registered nodes with
@@ -47,41 +47,39 @@ impl LiveView for NeverHeard {
     }
 }
 
-/// Shard `shard`'s live view: the heartbeat state (`crate::admintask`) of the nodes it owns.
+/// Shard `shard`'s live view: the heartbeat state this shard keeps for the nodes it owns
+/// (`crate::admintask`); everything else reads through here.
 pub fn live_view(shard: &Shard) -> Box<dyn LiveView + '_> {
-    Box::new(AdminLive(shard))
+    Box::new(Heartbeats(&shard.admin_tasks))
 }
 
-/// The heartbeat state of a shard (`crate::admintask`), keyed by address.
-struct AdminLive<'a>(&'a Shard);
+/// The admin task manager's liveness table, as the registry's routes read it.
+struct Heartbeats<'a>(&'a crate::admintask::AdminTasks);
 
-impl LiveView for AdminLive<'_> {
+impl LiveView for Heartbeats<'_> {
     fn live(&self, role: NodeRole, addr: &str) -> Option<LiveInfo> {
-        let l = self.0.admin_tasks.live(addr)?;
-        // A data and a meta node may share an address; answer only for the asked role.
-        let same_role = matches!(
-            (l.role, role),
-            (None, _)
-                | (Some(crate::admintask::Role::Data), NodeRole::Data)
-                | (Some(crate::admintask::Role::Meta), NodeRole::Meta)
-        );
-        if !same_role {
-            return None;
-        }
-        Some(LiveInfo {
-            is_active: l.is_active,
-            report_time_ms: u64::try_from(l.report_time_unix_s)
-                .unwrap_or(0)
-                .saturating_mul(1000),
-            total_bytes: l.total,
-            used_bytes: l.used,
-            available_bytes: l.available,
-            partition_count: match role {
-                NodeRole::Data => l.data_partition_count,
-                NodeRole::Meta => l.meta_partition_count,
-            },
-            cpu_util: 0.0,
-        })
+        self.0.with_live(addr, |n| {
+            let (wanted, partitions) = match role {
+                NodeRole::Data => (crate::admintask::Role::Data, n.data_partition_count),
+                NodeRole::Meta => (crate::admintask::Role::Meta, n.meta_partition_count),
+            };
+            // One address may in principle be both a data and a meta node; only the role the
+            // heartbeats were for counts.
+            if n.role.is_some_and(|r| r != wanted) {
+                return None;
+            }
+            Some(LiveInfo {
+                is_active: n.is_active,
+                report_time_ms: u64::try_from(n.report_time_unix_s)
+                    .unwrap_or(0)
+                    .saturating_mul(1000),
+                total_bytes: n.total,
+                used_bytes: n.used,
+                available_bytes: n.available,
+                partition_count: partitions,
+                cpu_util: 0.0,
+            })
+        })?
     }
 }
 

@@ -15,6 +15,7 @@
 pub mod cubefs;
 pub mod global;
 pub mod kv;
+pub mod milvus;
 
 use crate::codec;
 use crate::replica::{Section, StateMachine};
@@ -32,6 +33,7 @@ pub const DOMAIN_CUBEFS: u8 = 4;
 pub const KV_COMMAND_VERSION: u8 = 1;
 pub const GLOBAL_COMMAND_VERSION: u8 = 1;
 pub const CUBEFS_COMMAND_VERSION: u8 = 1;
+pub const MILVUS_COMMAND_VERSION: u8 = 1;
 const COMMAND_HEADER_BYTES: usize = 8;
 
 /// Snapshot section tags (0 is the replica's). Fixed forever.
@@ -48,6 +50,7 @@ pub enum MetaCommand {
     Kv(KvCommand),
     Global(GlobalCommand),
     Cubefs(CubefsCommand),
+    Milvus(milvus::Command),
 }
 
 /// What applying a command did.
@@ -56,6 +59,7 @@ pub enum MetaOutcome {
     Kv(kv::Outcome),
     Global(GlobalOutcome),
     Cubefs(CubefsOutcome),
+    Milvus(milvus::Outcome),
     /// The bytes were not a command this version understands; nothing changed (every replica
     /// refuses the same bytes, so they stay equal).
     Refused(String),
@@ -67,6 +71,7 @@ impl MetaCommand {
             MetaCommand::Kv(c) => (DOMAIN_KV, KV_COMMAND_VERSION, codec::encode(c)),
             MetaCommand::Global(c) => (DOMAIN_GLOBAL, GLOBAL_COMMAND_VERSION, codec::encode(c)),
             MetaCommand::Cubefs(c) => (DOMAIN_CUBEFS, CUBEFS_COMMAND_VERSION, codec::encode(c)),
+            MetaCommand::Milvus(c) => (DOMAIN_MILVUS, MILVUS_COMMAND_VERSION, codec::encode(c)),
         };
         let mut out = Vec::with_capacity(COMMAND_HEADER_BYTES + body.len());
         out.extend_from_slice(&[domain, version, 0, 0, 0, 0, 0, 0]);
@@ -90,6 +95,9 @@ impl MetaCommand {
             (DOMAIN_CUBEFS, 1) => codec::decode(body)
                 .map(MetaCommand::Cubefs)
                 .map_err(|e| format!("cubefs command: {e}")),
+            (DOMAIN_MILVUS, 1) => codec::decode(body)
+                .map(MetaCommand::Milvus)
+                .map_err(|e| format!("milvus command: {e}")),
             (d, v) => Err(format!("unknown command domain {d} version {v}")),
         }
     }
@@ -102,6 +110,7 @@ pub struct MetaTable {
     pub kv: KvState,
     pub global: GlobalState,
     pub cubefs: CubefsState,
+    pub milvus: milvus::MilvusState,
 }
 
 impl StateMachine for MetaTable {
@@ -127,6 +136,7 @@ impl StateMachine for MetaTable {
             Ok(MetaCommand::Kv(c)) => MetaOutcome::Kv(self.kv.apply(index, &c)),
             Ok(MetaCommand::Global(c)) => MetaOutcome::Global(self.global.apply(&c)),
             Ok(MetaCommand::Cubefs(c)) => MetaOutcome::Cubefs(self.cubefs.apply(&c)),
+            Ok(MetaCommand::Milvus(c)) => MetaOutcome::Milvus(self.milvus.apply(&c)),
             Err(e) => MetaOutcome::Refused(e),
         }
     }
@@ -161,6 +171,11 @@ impl StateMachine for MetaTable {
                 version: cubefs::SECTION_VERSION,
                 bytes: self.cubefs.snapshot(),
             },
+            Section {
+                tag: TAG_MILVUS,
+                version: SECTION_VERSION,
+                bytes: self.milvus.snapshot(),
+            },
         ]
     }
 
@@ -184,6 +199,7 @@ impl StateMachine for MetaTable {
                     t.cubefs = CubefsState::restore_version(v, &s.bytes)
                         .map_err(|e| format!("cubefs table: {e}"))?
                 }
+                (TAG_MILVUS, 1) => t.milvus = milvus::MilvusState::restore(&s.bytes)?,
                 (tag, version) => {
                     return Err(format!(
                     "snapshot section {tag} version {version} is unknown to this version of mast"
@@ -203,7 +219,7 @@ impl StateMachine for MetaTable {
     }
 
     fn snapshot_cost(&self) -> u64 {
-        (self.kv.len() + self.cubefs.len()) as u64
+        (self.kv.len() + self.cubefs.len()) as u64 + self.milvus.cost()
     }
 }
 

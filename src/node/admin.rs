@@ -259,6 +259,9 @@ async fn metrics(me: Rc<Shard>) -> Response {
         render_services(svc, &mut out);
     }
     http.render_prometheus(&mut out);
+    // The CubeFS admin task manager's counters (queued, sent, acked, failed, dropped per
+    // opcode) and limits.
+    out.push_str(&crate::admintask::metrics_text(&me).await);
     Response::bytes(200, "text/plain; version=0.0.4; charset=utf-8", out.into())
 }
 

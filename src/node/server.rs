@@ -251,6 +251,7 @@ fn shard_thread(
             group,
             services,
             admin_tasks,
+            milvus_dd_watchers: Default::default(),
         });
         let jobs = {
             let (mesh, ctx) = (mesh.clone(), ctx.clone());
@@ -268,6 +269,7 @@ fn shard_thread(
         let router = crate::services::api::routes(router, ctx.clone());
         let router = crate::cubefs::routes(router, ctx.clone());
         let router = crate::admintask::http::routes(router, ctx.clone());
+        let router = crate::milvus::routes(router, ctx.clone());
         let router = Rc::new(super::members_api::routes(router, ctx.clone()));
         mast_http::serve(
             listener,

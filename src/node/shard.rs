@@ -58,6 +58,8 @@ pub struct Shard {
     pub services: Rc<LeaderServices>,
     /// Heartbeats, liveness and admin tasks of the storage nodes this shard owns.
     pub admin_tasks: Rc<crate::admintask::AdminTasks>,
+    /// DD channel watchers this shard is serving (`crate::milvus::dd`), to bound them.
+    pub milvus_dd_watchers: std::cell::Cell<usize>,
 }
 
 impl Shard {

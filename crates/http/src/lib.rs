@@ -21,6 +21,7 @@ mod request;
 mod response;
 mod router;
 mod server;
+pub mod stream;
 
 pub use decoder::{Decoded, HttpError, Phase, RequestDecoder, CHUNK_LINE_BYTES_MAX};
 pub use limits::{Limits, HEADER_COUNT_CAP};
@@ -32,6 +33,7 @@ pub use response::{
 };
 pub use router::{Handler, HandlerFuture, Router};
 pub use server::{serve, ShutdownSignal, ShutdownWait};
+pub use stream::{body_channel, BodySender, BodyStream, SendError};
 
 /// The `bytes` crate this API uses (`BytesMut` for the decoder, `Bytes` for bodies).
 pub use bytes;

@@ -5,6 +5,8 @@ use std::borrow::Cow;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 
+use crate::stream::BodyStream;
+
 /// A header name set by a handler (any case; sent as given).
 pub type HeaderName = Cow<'static, str>;
 /// A header value set by a handler.
@@ -21,6 +23,8 @@ pub struct Response {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Body; for HEAD requests it is not sent but its length is advertised.
     pub body: Bytes,
+    /// A body sent as it is produced (chunked) instead of `body`; see [`crate::stream`].
+    pub stream: Option<BodyStream>,
 }
 
 /// The one error body format of the API:
@@ -51,6 +55,7 @@ impl Response {
             status,
             headers: Vec::new(),
             body: Bytes::new(),
+            stream: None,
         }
     }
 
@@ -61,6 +66,7 @@ impl Response {
                 status,
                 headers: vec![(Cow::Borrowed("content-type"), Cow::Borrowed(JSON))],
                 body: Bytes::from(body),
+                stream: None,
             },
             Err(_) => Response::error(500, "internal", "response could not be serialized"),
         }
@@ -75,6 +81,7 @@ impl Response {
                 Cow::Borrowed("text/plain; charset=utf-8"),
             )],
             body: Bytes::from(body.into()),
+            stream: None,
         }
     }
 
@@ -84,6 +91,7 @@ impl Response {
             status,
             headers: vec![(Cow::Borrowed("content-type"), Cow::Borrowed(content_type))],
             body,
+            stream: None,
         }
     }
 
@@ -102,6 +110,17 @@ impl Response {
             status,
             headers: vec![(Cow::Borrowed("content-type"), Cow::Borrowed(JSON))],
             body: Bytes::from(body),
+            stream: None,
+        }
+    }
+
+    /// A streamed body (`transfer-encoding: chunked`); the connection closes after it.
+    pub fn streamed(status: u16, content_type: &'static str, stream: BodyStream) -> Response {
+        Response {
+            status,
+            headers: vec![(Cow::Borrowed("content-type"), Cow::Borrowed(content_type))],
+            body: Bytes::new(),
+            stream: Some(stream),
         }
     }
 
@@ -239,6 +258,11 @@ pub fn encode_response(
         }
     }
     let has_body = !bodyless(status);
+    if resp.stream.is_some() {
+        // Streamed: chunked, and the connection's last response.
+        out.put_slice(b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n");
+        return false;
+    }
     if has_body {
         out.put_slice(b"content-length: ");
         put_decimal(out, resp.body.len() as u64);

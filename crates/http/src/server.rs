@@ -385,6 +385,46 @@ async fn write_fully<T: IoBuf + 'static>(
     Some(buf)
 }
 
+/// Sends a streamed body as HTTP/1.1 chunks as they come, then the terminating chunk, then
+/// closes: the head is already in `out`. The stream is closed whatever ends it (client gone,
+/// a stalled write, drain), so its producer stops at its next send.
+async fn stream_body(
+    mut stream: TcpStream,
+    mut out: BytesMut,
+    body: crate::stream::BodyStream,
+    head_only: bool,
+    ctx: &ConnCtx,
+    ctl: &ConnCtl,
+) {
+    let mut ended = head_only;
+    loop {
+        if !out.is_empty() {
+            match write_fully(&mut stream, out, ctx, ctl).await {
+                Some(o) => out = o,
+                None => break,
+            }
+            out.clear();
+        }
+        if ended {
+            linger_close(stream, ctl).await;
+            break;
+        }
+        match interruptible(ctl, body.next()).await {
+            None => break,
+            Some(Some(chunk)) => {
+                out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                out.extend_from_slice(&chunk);
+                out.extend_from_slice(b"\r\n");
+            }
+            Some(None) => {
+                out.extend_from_slice(b"0\r\n\r\n");
+                ended = true;
+            }
+        }
+    }
+    body.close();
+}
+
 /// Half-closes, then discards what the client still sends for a bounded time, so that the
 /// final response is not destroyed by a reset.
 async fn linger_close(mut stream: TcpStream, ctl: &ConnCtl) {
@@ -453,6 +493,10 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, ctx: &ConnCtx, ctl:
                     let body_pending = encode_response(&mut out, &resp, head_only, conn);
                     ctx.metrics
                         .request(&ctx.router, slot, resp.status, Some(started.elapsed()));
+                    if let Some(body) = resp.stream {
+                        stream_body(stream, out, body, head_only, ctx, ctl).await;
+                        return;
+                    }
                     if body_pending {
                         let Some(o) = write_fully(&mut stream, out, ctx, ctl).await else {
                             return;

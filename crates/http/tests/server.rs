@@ -480,3 +480,42 @@ fn a_client_pipelining_without_pause_does_not_starve_others_on_epoll() {
     writer.join().unwrap();
     assert!(reader.join().unwrap() > 0);
 }
+
+#[test]
+fn streamed_bodies_are_chunked_and_end_the_connection() {
+    let srv = TestServer::start(test_limits());
+    let mut c = Client::new(srv.connect());
+    c.send(b"GET /stream/5 HTTP/1.1\r\nHost: t\r\n\r\n");
+    let raw = String::from_utf8(c.read_to_end()).expect("utf-8");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    let mut expected = String::new();
+    for i in 0..5 {
+        let line = format!("chunk {i}\n");
+        expected.push_str(&format!("{:x}\r\n{line}\r\n", line.len()));
+    }
+    expected.push_str("0\r\n\r\n");
+    assert_eq!(body, expected);
+}
+
+#[test]
+fn a_client_that_leaves_stops_the_stream_producer() {
+    let srv = TestServer::start(test_limits());
+    let before = common::STREAM_PRODUCERS_STOPPED.load(std::sync::atomic::Ordering::SeqCst);
+    let mut c = Client::new(srv.connect());
+    c.send(b"GET /forever HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.response_to(true).expect("head");
+    assert_eq!(r.status, 200);
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::STREAM_PRODUCERS_STOPPED.load(std::sync::atomic::Ordering::SeqCst) == before {
+        assert!(
+            Instant::now() < deadline,
+            "the producer never noticed the client left"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -15,6 +15,9 @@ use mast_http::{serve, HttpMetrics, Limits, Method, Request, Response, Router, S
 pub const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Limits small enough that every limit and timeout is reached quickly.
+/// Producers of `/forever` that saw their connection go.
+pub static STREAM_PRODUCERS_STOPPED: AtomicU64 = AtomicU64::new(0);
+
 pub fn test_limits() -> Limits {
     Limits {
         header_bytes_max: 2048,
@@ -96,6 +99,31 @@ fn router(hits: Arc<AtomicU64>) -> (Router, Rc<HttpMetrics>) {
                     vec![b'x'; n.min(4 << 20)].into(),
                 )
             }
+        })
+        // n chunks "chunk i\n", 2 ms apart, then the end of the body.
+        .route(Method::GET, "/stream/{n}", move |req: Request| {
+            let n: usize = req.param("n").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let (tx, body) = mast_http::body_channel(1024);
+            monoio::spawn(async move {
+                for i in 0..n.min(100) {
+                    if tx.send(format!("chunk {i}\n").into()).is_err() {
+                        return;
+                    }
+                    monoio::time::sleep(Duration::from_millis(2)).await;
+                }
+            });
+            async move { Response::streamed(200, "text/plain", body) }
+        })
+        // Sends until the connection is gone, then records that the producer noticed.
+        .route(Method::GET, "/forever", move |_req: Request| {
+            let (tx, body) = mast_http::body_channel(1024);
+            monoio::spawn(async move {
+                while tx.send("tick\n".into()).is_ok() {
+                    monoio::time::sleep(Duration::from_millis(5)).await;
+                }
+                STREAM_PRODUCERS_STOPPED.fetch_add(1, Ordering::SeqCst);
+            });
+            async move { Response::streamed(200, "text/plain", body) }
         })
         .route(Method::GET, "/metrics", move |_req: Request| {
             let mut text = String::new();
