@@ -38,6 +38,8 @@ pub struct Ctx {
     pub params: Params,
     pub enc: Encoding,
     pub peer: Option<SocketAddr>,
+    /// The request body (only `/user/create` and a few others carry one, §1).
+    pub body: bytes::Bytes,
 }
 
 /// Group 0 as the CubeFS master sees it.
@@ -81,7 +83,7 @@ async fn masters(me: &Rc<Shard>) -> Result<Masters, GroupError> {
 
 /// How a replica failure reads in the dialect: no leader is the bare 400 the SDK moves on
 /// from; anything else is an envelope error.
-fn group_fail(enc: Encoding, e: &GroupError) -> Response {
+pub(crate) fn group_fail(enc: Encoding, e: &GroupError) -> Response {
     match e {
         GroupError::NoLeader { .. } | GroupError::NotLeader { .. } => no_leader(),
         other => fail(enc, CODE_RAFT, &other.to_string()),
@@ -89,7 +91,7 @@ fn group_fail(enc: Encoding, e: &GroupError) -> Response {
 }
 
 /// Runs `f` on the registry after a read barrier on group 0.
-async fn read0<R, F>(me: &Rc<Shard>, f: F) -> Result<R, GroupError>
+pub(crate) async fn read0<R, F>(me: &Rc<Shard>, f: F) -> Result<R, GroupError>
 where
     R: Send + 'static,
     F: FnOnce(&CubefsState) -> R + Send + 'static,
@@ -119,7 +121,9 @@ pub(crate) async fn propose0(
 }
 
 /// A snapshot of the registry plus the live info of every node in it.
-async fn registry_with_live(me: &Rc<Shard>) -> Result<(CubefsState, LiveMap), GroupError> {
+pub(crate) async fn registry_with_live(
+    me: &Rc<Shard>,
+) -> Result<(CubefsState, LiveMap), GroupError> {
     let state = read0(me, |s| s.clone()).await?;
     let keys = state.nodes.keys().cloned().collect();
     let live = live::gather(me, keys).await;
@@ -127,7 +131,11 @@ async fn registry_with_live(me: &Rc<Shard>) -> Result<(CubefsState, LiveMap), Gr
 }
 
 /// Answers a proposal's outcome: `data` on success, the refusal's code otherwise.
-fn outcome(enc: Encoding, r: Result<CubefsOutcome, GroupError>, data: String) -> Response {
+pub(crate) fn outcome(
+    enc: Encoding,
+    r: Result<CubefsOutcome, GroupError>,
+    data: String,
+) -> Response {
     match r {
         Ok(CubefsOutcome::Refused { code, msg }) => fail(enc, code, &msg),
         Ok(_) => ok(enc, data),
@@ -136,7 +144,7 @@ fn outcome(enc: Encoding, r: Result<CubefsOutcome, GroupError>, data: String) ->
 }
 
 /// The leader check of §3, then the handler.
-async fn guarded<F, Fut>(me: Rc<Shard>, req: Request, h: F) -> Response
+pub(crate) async fn guarded<F, Fut>(me: Rc<Shard>, req: Request, h: F) -> Response
 where
     F: FnOnce(Rc<Shard>, Ctx) -> Fut,
     Fut: Future<Output = Response>,
@@ -145,6 +153,7 @@ where
         params: Params::of(&req),
         enc: Encoding::of(&req),
         peer: req.peer_addr(),
+        body: req.body().clone(),
     };
     let forwarded = req.header(FORWARDED_HEADER).is_some();
     let m = match masters(&me).await {
@@ -793,7 +802,13 @@ async fn change_leader(me: Rc<Shard>, req: Request) -> Response {
 }
 
 /// Adds a route for GET, and for POST too unless CubeFS serves it GET only.
-fn add<F, Fut>(router: Router, shard: &Rc<Shard>, path: &str, get_only: bool, h: F) -> Router
+pub(crate) fn add<F, Fut>(
+    router: Router,
+    shard: &Rc<Shard>,
+    path: &str,
+    get_only: bool,
+    h: F,
+) -> Router
 where
     F: Fn(Rc<Shard>, Ctx) -> Fut + Copy + 'static,
     Fut: Future<Output = Response> + 'static,

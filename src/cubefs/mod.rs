@@ -11,8 +11,21 @@
 pub mod api;
 pub mod dialect;
 pub mod live;
+pub mod md5;
+pub mod partition_api;
+pub mod placement;
 pub mod proxy;
+pub mod tasks;
 pub mod views;
+pub mod vol_api;
+pub mod vol_views;
 
-pub use api::routes;
+/// Every CubeFS route: the registry's (`api`) and the volumes' (`vol_api`).
+pub fn routes(
+    router: mast_http::Router,
+    shard: std::rc::Rc<crate::node::shard::Shard>,
+) -> mast_http::Router {
+    let r = vol_api::routes(api::routes(router, shard.clone()), shard.clone());
+    partition_api::routes(r, shard)
+}
 pub use live::{registered_nodes, LiveInfo, LiveView, NeverHeard, RegisteredNode};

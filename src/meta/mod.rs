@@ -168,7 +168,7 @@ impl StateMachine for MetaTable {
             },
             Section {
                 tag: TAG_CUBEFS,
-                version: SECTION_VERSION,
+                version: cubefs::SECTION_VERSION,
                 bytes: self.cubefs.snapshot(),
             },
             Section {
@@ -195,9 +195,9 @@ impl StateMachine for MetaTable {
                     t.global =
                         GlobalState::restore(&s.bytes).map_err(|e| format!("global table: {e}"))?
                 }
-                (TAG_CUBEFS, 1) => {
-                    t.cubefs =
-                        CubefsState::restore(&s.bytes).map_err(|e| format!("cubefs table: {e}"))?
+                (TAG_CUBEFS, v @ 1..=cubefs::SECTION_VERSION) => {
+                    t.cubefs = CubefsState::restore_version(v, &s.bytes)
+                        .map_err(|e| format!("cubefs table: {e}"))?
                 }
                 (TAG_MILVUS, 1) => t.milvus = milvus::MilvusState::restore(&s.bytes)?,
                 (tag, version) => {

@@ -259,6 +259,9 @@ fn shard_thread(
         };
         let _ = events.send(Event::ShardListening(shard));
         monoio::spawn(leader_affinity(ctx.clone()));
+        if shard == 0 {
+            monoio::spawn(crate::cubefs::vol_api::background_loop(ctx.clone(), 2_000));
+        }
         crate::admintask::wire_registry(&ctx);
         monoio::spawn(crate::admintask::run_shard(ctx.clone()));
         let router = admin::router(ctx.clone());

@@ -14,6 +14,12 @@ use std::collections::BTreeMap;
 
 use crate::codec::{self, CodecError};
 
+pub mod volumes;
+pub use volumes::{VolCommand, VolTables};
+
+/// The version of this table's snapshot section: 1 = registry only, 2 = registry + volumes.
+pub const SECTION_VERSION: u16 = 2;
+
 /// `nodeSetCap` when the cluster sets none: nodes of each type per node set.
 pub const NODE_SET_CAP_DEFAULT: u32 = 18;
 /// The smallest node set capacity CubeFS accepts.
@@ -193,6 +199,10 @@ pub enum CubefsCommand {
         new_set_id: u64,
         now_ms: u64,
     },
+    /// Volumes, partitions and users (`volumes.rs`). Boxed: an archived variant larger than
+    /// the largest old one would change the archived enum's size and old entries would no
+    /// longer decode.
+    Vol(Box<VolCommand>),
 }
 
 /// What applying a command did.
@@ -211,6 +221,12 @@ pub enum CubefsOutcome {
     },
 }
 
+impl CubefsCommand {
+    pub fn vol(c: VolCommand) -> Self {
+        CubefsCommand::Vol(Box::new(c))
+    }
+}
+
 fn refuse(code: i32, msg: impl Into<String>) -> CubefsOutcome {
     CubefsOutcome::Refused {
         code,
@@ -227,6 +243,17 @@ struct SnapshotData {
     nodes: Vec<Node>,
 }
 
+/// Section version 2: the registry and the volume tables.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct SnapshotDataV2 {
+    registry: SnapshotData,
+    vols: Vec<volumes::Volume>,
+    dps: Vec<volumes::DataPartition>,
+    mps: Vec<volumes::MetaPartition>,
+    users: Vec<volumes::User>,
+    decommissioning: Vec<(NodeRole, String)>,
+}
+
 /// The registry (group 0's partition; empty elsewhere).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CubefsState {
@@ -237,6 +264,8 @@ pub struct CubefsState {
     pub nodes: BTreeMap<(NodeRole, String), Node>,
     /// Derived: (data, meta) node counts per node set.
     set_counts: BTreeMap<u64, (u32, u32)>,
+    /// Volumes, partitions and users.
+    pub vt: VolTables,
 }
 
 /// Is `s` an `ip:port` address (what CubeFS requires of a node address)?
@@ -307,6 +336,7 @@ impl CubefsState {
                 new_set_id,
                 now_ms,
             } => self.move_node(*role, addr, zone, *new_set_id, *now_ms),
+            CubefsCommand::Vol(c) => self.apply_vol(c),
             CubefsCommand::Freeze { enable, now_ms } => {
                 self.touch(*now_ms);
                 self.settings.disable_auto_alloc = *enable;
@@ -617,19 +647,74 @@ impl CubefsState {
             .map(|(_, std::cmp::Reverse(id))| id)
     }
 
-    pub fn snapshot(&self) -> Vec<u8> {
-        codec::encode(&SnapshotData {
+    fn registry_data(&self) -> SnapshotData {
+        SnapshotData {
             settings: self.settings.clone(),
             zones: self.zones.values().cloned().collect(),
             node_sets: self.node_sets.values().cloned().collect(),
             nodes: self.nodes.values().cloned().collect(),
+        }
+    }
+
+    /// The section of [`SECTION_VERSION`].
+    pub fn snapshot(&self) -> Vec<u8> {
+        codec::encode(&SnapshotDataV2 {
+            registry: self.registry_data(),
+            vols: self.vt.vols.values().cloned().collect(),
+            dps: self.vt.dps.values().cloned().collect(),
+            mps: self.vt.mps.values().cloned().collect(),
+            users: self.vt.users.values().cloned().collect(),
+            decommissioning: self.vt.decommissioning.iter().cloned().collect(),
         })
     }
 
-    /// Rebuilds the registry from [`CubefsState::snapshot`] bytes, validating them first
-    /// (every node's zone and set exist, nothing appears twice).
+    /// Restores a section of either version.
+    pub fn restore_version(version: u16, bytes: &[u8]) -> Result<Self, String> {
+        match version {
+            1 => Self::restore_v1(bytes),
+            2 => Self::restore(bytes),
+            v => Err(format!("cubefs section version {v} is unknown")),
+        }
+    }
+
+    /// Rebuilds the table from [`CubefsState::snapshot`] bytes (version 2), validating them.
     pub fn restore(bytes: &[u8]) -> Result<Self, String> {
+        let data = codec::decode::<SnapshotDataV2>(bytes).map_err(|e: CodecError| e.to_string())?;
+        let mut s = Self::restore_registry(data.registry)?;
+        for v in data.vols {
+            if s.vt.vols.insert(v.name.clone(), v).is_some() {
+                return Err("a volume appears twice".into());
+            }
+        }
+        for d in data.dps {
+            if s.vt.dps.insert(d.id, d).is_some() {
+                return Err("a data partition appears twice".into());
+            }
+        }
+        for m in data.mps {
+            if s.vt.mps.insert(m.id, m).is_some() {
+                return Err("a meta partition appears twice".into());
+            }
+        }
+        for u in data.users {
+            if s.vt.users.insert(u.id.clone(), u).is_some() {
+                return Err("a user appears twice".into());
+            }
+        }
+        s.vt.decommissioning = data.decommissioning.into_iter().collect();
+        s.check_vol_tables()?;
+        Ok(s)
+    }
+
+    /// A version 1 section: the registry alone.
+    pub fn restore_v1(bytes: &[u8]) -> Result<Self, String> {
         let data = codec::decode::<SnapshotData>(bytes).map_err(|e: CodecError| e.to_string())?;
+        Self::restore_registry(data)
+    }
+
+    /// Rebuilds the registry, validating it (every node's zone and set exist, nothing
+    /// appears twice).
+    fn restore_registry(data: SnapshotData) -> Result<Self, String> {
         let mut s = CubefsState {
             settings: data.settings,
             ..Default::default()

@@ -200,6 +200,125 @@ fn run_transcript(script: &str) -> String {
                 format!("restored, equal: {same}")
             }
             "state" => show_state(&t.cubefs).trim_end().to_string(),
+            "vols" => show_vols(&t.cubefs).trim_end().to_string(),
+            "createvol" => {
+                let name = w[1].to_string();
+                let mut mps = Vec::new();
+                let step = num(&w, "mpstep", 10);
+                let mp_specs: Vec<&str> = w.iter().filter_map(|x| x.strip_prefix("mp=")).collect();
+                let mut start = num(&w, "mpstart", 0);
+                for (i, spec) in mp_specs.iter().enumerate() {
+                    let (id, hosts, peers) = partition_spec(&t.cubefs, NodeRole::Meta, spec);
+                    let end = if i + 1 == mp_specs.len() {
+                        u64::MAX >> 1
+                    } else {
+                        start + step - 1
+                    };
+                    mps.push(volumes::MetaPartition {
+                        id,
+                        vol: name.clone(),
+                        start,
+                        end,
+                        hosts,
+                        peers,
+                        status: 2,
+                        created_ms: now_ms,
+                    });
+                    start = end.wrapping_add(1);
+                }
+                let dps = dp_specs(&t.cubefs, &w, &name);
+                let owner = kv(&w, "owner").unwrap_or("alice").to_string();
+                apply(
+                    &mut t,
+                    CubefsCommand::vol(VolCommand::CreateVol {
+                        vol: volume(&name, &owner, num(&w, "id", 1), now_ms),
+                        meta_partitions: mps,
+                        data_partitions: dps,
+                        owner: user(
+                            kv(&w, "ownerid").unwrap_or(&owner),
+                            kv(&w, "ak").unwrap_or("AK0000000000000a"),
+                            now_ms,
+                        ),
+                    }),
+                )
+            }
+            "adddps" => {
+                let dps = dp_specs(&t.cubefs, &w, w[1]);
+                apply(
+                    &mut t,
+                    CubefsCommand::vol(VolCommand::AddDataPartitions {
+                        vol: w[1].into(),
+                        partitions: dps,
+                    }),
+                )
+            }
+            "updatevol" => apply(
+                &mut t,
+                CubefsCommand::vol(VolCommand::UpdateVol {
+                    name: w[1].into(),
+                    update: volumes::VolUpdate {
+                        capacity_gb: kv(&w, "cap").map(|v| v.parse().expect("cap")),
+                        description: opt(&w, "desc"),
+                        follower_read: kv(&w, "fr").map(|v| v == "true"),
+                        ..Default::default()
+                    },
+                }),
+            ),
+            "markdel" => apply(
+                &mut t,
+                CubefsCommand::vol(VolCommand::MarkVolDelete {
+                    name: w[1].into(),
+                    delete: kv(&w, "delete") != Some("false"),
+                }),
+            ),
+            "dropvol" => apply(
+                &mut t,
+                CubefsCommand::vol(VolCommand::DropVol { name: w[1].into() }),
+            ),
+            "user" => {
+                let mut u = user(w[1], kv(&w, "ak").unwrap_or("AK0000000000000b"), now_ms);
+                u.user_type = num(&w, "type", 3) as u8;
+                apply(
+                    &mut t,
+                    CubefsCommand::vol(VolCommand::CreateUser { user: u }),
+                )
+            }
+            "sethosts" => {
+                let r = role(w[1]);
+                let list = |k: &str| -> Vec<String> {
+                    kv(&w, k)
+                        .unwrap_or("")
+                        .split(',')
+                        .filter(|h| !h.is_empty())
+                        .map(String::from)
+                        .collect()
+                };
+                let hosts = list("hosts");
+                let (_, _, peers) = partition_spec(&t.cubefs, r, &format!("0:{}", hosts.join(",")));
+                apply(
+                    &mut t,
+                    CubefsCommand::vol(VolCommand::SetHosts {
+                        role: r,
+                        id: w[2].parse().expect("id"),
+                        expect_hosts: list("expect"),
+                        hosts,
+                        peers,
+                    }),
+                )
+            }
+            "decom" => apply(
+                &mut t,
+                CubefsCommand::vol(VolCommand::SetDecommission {
+                    role: role(w[1]),
+                    addr: w[2].into(),
+                    on: kv(&w, "on") == Some("true"),
+                }),
+            ),
+            "decoms" => format!("{:?}", t.cubefs.vt.decommissioning),
+            "deluser" => apply(
+                &mut t,
+                CubefsCommand::vol(VolCommand::DeleteUser { id: w[1].into() }),
+            ),
             other => panic!("unknown transcript command {other}"),
         };
         for l in result.lines() {
@@ -207,6 +326,119 @@ fn run_transcript(script: &str) -> String {
             out.push_str(l);
             out.push('\n');
         }
+    }
+    out
+}
+
+/// `ID:host,host,...` → (id, hosts, peers with the registry's node ids; 0 if unknown).
+fn partition_spec(
+    s: &CubefsState,
+    role: NodeRole,
+    spec: &str,
+) -> (u64, Vec<String>, Vec<volumes::Peer>) {
+    let (id, hosts) = spec.split_once(':').expect("ID:hosts");
+    let hosts: Vec<String> = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(String::from)
+        .collect();
+    let peers = hosts
+        .iter()
+        .map(|h| volumes::Peer {
+            id: s.node(role, h).map_or(0, |n| n.id),
+            addr: h.clone(),
+        })
+        .collect();
+    (id.parse().expect("partition id"), hosts, peers)
+}
+
+fn dp_specs(s: &CubefsState, w: &[&str], vol: &str) -> Vec<volumes::DataPartition> {
+    w.iter()
+        .filter_map(|x| x.strip_prefix("dp="))
+        .map(|spec| {
+            let (id, hosts, peers) = partition_spec(s, NodeRole::Data, spec);
+            volumes::DataPartition {
+                id,
+                vol: vol.to_string(),
+                replica_num: num(w, "replicas", hosts.len() as u64) as u8,
+                hosts,
+                peers,
+                status: 2,
+                media_type: 1,
+                created_ms: num(w, "now", 1_000),
+            }
+        })
+        .collect()
+}
+
+fn volume(name: &str, owner: &str, id: u64, now_ms: u64) -> volumes::Volume {
+    volumes::Volume {
+        id,
+        name: name.into(),
+        owner: owner.into(),
+        capacity_gb: 10,
+        dp_replica_num: 3,
+        mp_replica_num: 3,
+        dp_size_gb: 120,
+        zone_name: "default".into(),
+        cross_zone: false,
+        follower_read: false,
+        meta_follower_read: false,
+        authenticate: false,
+        enable_quota: false,
+        dp_read_only_when_vol_full: false,
+        description: String::new(),
+        delete_lock_time_h: 0,
+        media_type: 1,
+        status: 0,
+        created_ms: now_ms,
+    }
+}
+
+fn user(id: &str, ak: &str, now_ms: u64) -> volumes::User {
+    volumes::User {
+        id: id.into(),
+        access_key: ak.into(),
+        secret_key: "S".repeat(32),
+        user_type: 3,
+        description: String::new(),
+        created_ms: now_ms,
+        own_vols: vec![],
+    }
+}
+
+fn show_vols(s: &CubefsState) -> String {
+    let mut out = String::new();
+    for v in s.vt.vols.values() {
+        out.push_str(&format!(
+            "vol {} id={} owner={} cap={} status={} fr={} desc={:?}\n",
+            v.name, v.id, v.owner, v.capacity_gb, v.status, v.follower_read, v.description
+        ));
+    }
+    for m in s.vt.mps.values() {
+        out.push_str(&format!(
+            "mp {} vol={} [{}, {}] hosts={}\n",
+            m.id,
+            m.vol,
+            m.start,
+            m.end,
+            m.hosts.join(",")
+        ));
+    }
+    for d in s.vt.dps.values() {
+        out.push_str(&format!(
+            "dp {} vol={} replicas={} hosts={}\n",
+            d.id,
+            d.vol,
+            d.replica_num,
+            d.hosts.join(",")
+        ));
+    }
+    for u in s.vt.users.values() {
+        out.push_str(&format!(
+            "user {} ak={} type={} owns={:?}\n",
+            u.id, u.access_key, u.user_type, u.own_vols
+        ));
     }
     out
 }
@@ -231,6 +463,11 @@ fn check_transcript(name: &str) {
 #[test]
 fn registration_transcript() {
     check_transcript("registration.txt");
+}
+
+#[test]
+fn volumes_transcript() {
+    check_transcript("volumes.txt");
 }
 
 #[test]
@@ -296,7 +533,61 @@ fn command() -> impl Strategy<Value = CubefsCommand> {
             data_node_selector: s,
             meta_node_selector: None,
         }),
+        3 => vol_command(),
     ]
+}
+
+fn vol_command() -> impl Strategy<Value = CubefsCommand> {
+    let name = prop::sample::select(vec!["vola", "volb", "volc"]).prop_map(String::from);
+    let host = (1u8..6).prop_map(|i| format!("127.0.0.{i}:17310"));
+    let owner = prop::sample::select(vec!["alice", "bob"]);
+    prop_oneof![
+        3 => (name.clone(), owner, 40u64..60, prop::collection::vec(host.clone(), 1..3), prop::collection::vec(host, 0..4))
+            .prop_map(|(name, owner, id, mp_hosts, dp_hosts)| {
+                let s = CubefsState::default();
+                let mp = format!("{}:{}", id + 100, mp_hosts.join(","));
+                let (mid, hosts, peers) = partition_spec(&s, NodeRole::Meta, &mp);
+                let dp = format!("dp={}:{}", id + 200, dp_hosts.join(","));
+                let dps = if dp_hosts.is_empty() { vec![] } else { dp_specs(&s, &[dp.as_str()], &name) };
+                CubefsCommand::vol(VolCommand::CreateVol {
+                    vol: volume(&name, owner, id, 11),
+                    meta_partitions: vec![volumes::MetaPartition { id: mid, vol: name.clone(), start: 0, end: u64::MAX >> 1, hosts, peers, status: 2, created_ms: 11 }],
+                    data_partitions: dps,
+                    owner: user(owner, &format!("AK{owner:0>14}"), 11),
+                })
+            }),
+        1 => (name.clone(), any::<bool>()).prop_map(|(name, delete)| CubefsCommand::vol(VolCommand::MarkVolDelete { name, delete })),
+        1 => name.clone().prop_map(|name| CubefsCommand::vol(VolCommand::DropVol { name })),
+        1 => (name, 0u64..5).prop_map(|(name, c)| CubefsCommand::vol(VolCommand::UpdateVol { name, update: volumes::VolUpdate { capacity_gb: Some(c), ..Default::default() } })),
+        1 => prop::sample::select(vec!["alice", "carol"]).prop_map(|id| CubefsCommand::vol(VolCommand::CreateUser { user: user(id, &format!("AK{id:0>14}"), 12) })),
+        1 => prop::sample::select(vec!["alice", "carol"]).prop_map(|id| CubefsCommand::vol(VolCommand::DeleteUser { id: id.into() })),
+    ]
+}
+
+/// Gives a generated command's partition peers the node ids `s` registered for their hosts,
+/// so volume commands can succeed (ids are not known when generating).
+fn fixup(s: &CubefsState, c: &CubefsCommand) -> CubefsCommand {
+    let mut c = c.clone();
+    if let CubefsCommand::Vol(v) = &mut c {
+        if let VolCommand::CreateVol {
+            meta_partitions,
+            data_partitions,
+            ..
+        } = v.as_mut()
+        {
+            for m in meta_partitions {
+                for p in &mut m.peers {
+                    p.id = s.node(NodeRole::Meta, &p.addr).map_or(0, |n| n.id);
+                }
+            }
+            for d in data_partitions {
+                for p in &mut d.peers {
+                    p.id = s.node(NodeRole::Data, &p.addr).map_or(0, |n| n.id);
+                }
+            }
+        }
+    }
+    c
 }
 
 proptest! {
@@ -310,6 +601,7 @@ proptest! {
         let mut a = CubefsState::default();
         let cut = cut.min(cmds.len());
         for c in &cmds[..cut] {
+            let c = &fixup(&a, c);
             let before = a.clone();
             // A refusal changes nothing, whatever it refuses.
             if let CubefsOutcome::Refused { .. } = a.apply(c) {
@@ -319,6 +611,7 @@ proptest! {
         let mut b = CubefsState::restore(&a.snapshot()).expect("restores");
         prop_assert_eq!(&a, &b);
         for c in &cmds[cut..] {
+            let c = &fixup(&a, c);
             let decoded = MetaCommand::decode(&MetaCommand::Cubefs(c.clone()).encode());
             prop_assert_eq!(decoded, Ok(MetaCommand::Cubefs(c.clone())));
             prop_assert_eq!(a.apply(c), b.apply(c));
@@ -331,6 +624,10 @@ proptest! {
             let (d, m) = a.set_counts(set.id);
             prop_assert!(d <= set.capacity && m <= set.capacity);
         }
+        // Every partition belongs to a volume and sits on registered nodes.
+        prop_assert!(a.check_vol_tables().is_ok());
+        let created = cmds.iter().filter(|c| matches!(c, CubefsCommand::Vol(v) if matches!(**v, VolCommand::CreateVol { .. }))).count();
+        prop_assert!(a.vt.vols.len() <= created);
     }
 
     #[test]
@@ -378,7 +675,7 @@ fn corrupt_snapshots_are_refused() {
         node_sets: vec![],
         nodes: s.nodes.values().cloned().collect(),
     });
-    assert!(CubefsState::restore(&bad).is_err());
+    assert!(CubefsState::restore_v1(&bad).is_err());
 }
 
 /// What the registry fixtures hold; written by this version, they must keep decoding.
@@ -456,7 +753,11 @@ fn fixtures_written_by_version_1_still_decode() {
     };
     if std::env::var_os("MAST_WRITE_FIXTURES").is_some() {
         std::fs::write(dir.join("commands-v1.bin"), &entries).expect("write fixture");
-        std::fs::write(dir.join("section-v1.bin"), state.snapshot()).expect("write fixture");
+        std::fs::write(
+            dir.join("section-v1.bin"),
+            codec::encode(&state.registry_data()),
+        )
+        .expect("write fixture");
     }
     let bytes = std::fs::read(dir.join("commands-v1.bin")).expect("commands fixture");
     let mut at = 0;
@@ -469,5 +770,116 @@ fn fixtures_written_by_version_1_still_decode() {
     let want: Vec<MetaCommand> = cmds.into_iter().map(MetaCommand::Cubefs).collect();
     assert_eq!(decoded, want);
     let section = std::fs::read(dir.join("section-v1.bin")).expect("section fixture");
-    assert_eq!(CubefsState::restore(&section).expect("restores"), state);
+    assert_eq!(CubefsState::restore_v1(&section).expect("restores"), state);
+}
+
+/// Volume commands and a version 2 section, written by this version; they must keep
+/// decoding (`MAST_WRITE_FIXTURES=1` writes them anew only when a format version is added).
+#[test]
+fn fixtures_of_volume_commands_still_decode() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/meta/cubefs/testdata");
+    let mut state = CubefsState::default();
+    let mut cmds = fixture_commands();
+    cmds.push(CubefsCommand::UpdateZone {
+        name: "z1".into(),
+        enable: Some(true),
+        data_nodeset_selector: None,
+        meta_nodeset_selector: None,
+        data_node_selector: None,
+        meta_node_selector: None,
+    });
+    let peers = |addr: &str, id: u64| {
+        vec![volumes::Peer {
+            id,
+            addr: addr.into(),
+        }]
+    };
+    let vol_cmds = vec![
+        CubefsCommand::vol(VolCommand::CreateVol {
+            vol: volume("vol1", "alice", 2000, 1_764_950_400_010),
+            meta_partitions: vec![volumes::MetaPartition {
+                id: 2001,
+                vol: "vol1".into(),
+                start: 0,
+                end: u64::MAX >> 1,
+                hosts: vec!["192.168.1.1:17210".into()],
+                peers: peers("192.168.1.1:17210", 1002),
+                status: 2,
+                created_ms: 1_764_950_400_010,
+            }],
+            data_partitions: vec![volumes::DataPartition {
+                id: 2002,
+                vol: "vol1".into(),
+                replica_num: 1,
+                hosts: vec!["192.168.1.1:17310".into()],
+                peers: peers("192.168.1.1:17310", 1000),
+                status: 2,
+                media_type: 2,
+                created_ms: 1_764_950_400_010,
+            }],
+            owner: user("alice", "AK0000000000000a", 1_764_950_400_010),
+        }),
+        CubefsCommand::vol(VolCommand::UpdateVol {
+            name: "vol1".into(),
+            update: volumes::VolUpdate {
+                capacity_gb: Some(30),
+                description: Some("d".into()),
+                ..Default::default()
+            },
+        }),
+        CubefsCommand::vol(VolCommand::CreateUser {
+            user: user("carol", "AK00000000000ccc", 1_764_950_400_011),
+        }),
+        CubefsCommand::vol(VolCommand::SetHosts {
+            role: NodeRole::Data,
+            id: 2002,
+            expect_hosts: vec!["192.168.1.1:17310".into()],
+            hosts: vec!["192.168.1.1:17310".into()],
+            peers: peers("192.168.1.1:17310", 1000),
+        }),
+        CubefsCommand::vol(VolCommand::SetDecommission {
+            role: NodeRole::Meta,
+            addr: "192.168.1.1:17210".into(),
+            on: true,
+        }),
+        CubefsCommand::vol(VolCommand::AddDataPartitions {
+            vol: "vol1".into(),
+            partitions: vec![],
+        }),
+        CubefsCommand::vol(VolCommand::MarkVolDelete {
+            name: "vol1".into(),
+            delete: false,
+        }),
+        CubefsCommand::vol(VolCommand::DeleteUser { id: "carol".into() }),
+    ];
+    cmds.extend(vol_cmds.iter().cloned());
+    for c in &cmds {
+        state.apply(c);
+    }
+    assert_eq!(state.vt.vols["vol1"].capacity_gb, 30);
+    let mut entries = Vec::new();
+    for c in &vol_cmds {
+        let b = MetaCommand::Cubefs(c.clone()).encode();
+        entries.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        entries.extend_from_slice(&b);
+    }
+    if std::env::var_os("MAST_WRITE_FIXTURES").is_some() {
+        std::fs::write(dir.join("commands-vol-v1.bin"), &entries).expect("write fixture");
+        std::fs::write(dir.join("section-v2.bin"), state.snapshot()).expect("write fixture");
+    }
+    let bytes = std::fs::read(dir.join("commands-vol-v1.bin")).expect("commands fixture");
+    let mut at = 0;
+    let mut decoded = Vec::new();
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        decoded.push(MetaCommand::decode(&bytes[at + 4..at + 4 + len]).expect("decodes"));
+        at += 4 + len;
+    }
+    let want: Vec<MetaCommand> = vol_cmds.into_iter().map(MetaCommand::Cubefs).collect();
+    assert_eq!(decoded, want);
+    let section = std::fs::read(dir.join("section-v2.bin")).expect("section fixture");
+    assert_eq!(
+        CubefsState::restore_version(2, &section).expect("restores"),
+        state
+    );
 }
