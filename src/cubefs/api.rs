@@ -124,6 +124,14 @@ pub(crate) async fn propose0(
 pub(crate) async fn registry_with_live(
     me: &Rc<Shard>,
 ) -> Result<(CubefsState, LiveMap), GroupError> {
+    let state = read0(me, |s| s.registry_clone()).await?;
+    let keys = state.nodes.keys().cloned().collect();
+    let live = live::gather(me, keys).await;
+    Ok((state, live))
+}
+
+/// The whole table (volumes and partitions too) plus the live info of every node.
+pub(crate) async fn state_with_live(me: &Rc<Shard>) -> Result<(CubefsState, LiveMap), GroupError> {
     let state = read0(me, |s| s.clone()).await?;
     let keys = state.nodes.keys().cloned().collect();
     let live = live::gather(me, keys).await;

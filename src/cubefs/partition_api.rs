@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use mast_http::{Response, Router};
 
-use super::api::{add, group_fail, propose0, read0, registry_with_live, Ctx};
+use super::api::{add, group_fail, propose0, read0, state_with_live, Ctx};
 use super::dialect::{fail, ok};
 use super::live::LiveMap;
 use super::tasks::{create_on_all, delete_on_node, member_change, CreateOnNode};
@@ -209,7 +209,7 @@ async fn replica_add(me: Rc<Shard>, ctx: Ctx, role: NodeRole) -> Response {
         Ok(x) => x,
         Err((c, m)) => return fail(ctx.enc, c, &m),
     };
-    let state = match registry_with_live(&me).await {
+    let state = match state_with_live(&me).await {
         Ok((s, _)) => s,
         Err(e) => return group_fail(ctx.enc, &e),
     };
@@ -241,7 +241,7 @@ async fn replica_delete(me: Rc<Shard>, ctx: Ctx, role: NodeRole) -> Response {
         Ok(x) => x,
         Err((c, m)) => return fail(ctx.enc, c, &m),
     };
-    let state = match registry_with_live(&me).await {
+    let state = match state_with_live(&me).await {
         Ok((s, _)) => s,
         Err(e) => return group_fail(ctx.enc, &e),
     };
@@ -264,7 +264,7 @@ async fn decommission(me: Rc<Shard>, ctx: Ctx, role: NodeRole) -> Response {
         Ok(x) => x,
         Err((c, m)) => return fail(ctx.enc, c, &m),
     };
-    let (state, live) = match registry_with_live(&me).await {
+    let (state, live) = match state_with_live(&me).await {
         Ok(x) => x,
         Err(e) => return group_fail(ctx.enc, &e),
     };
@@ -439,7 +439,7 @@ async fn node_decommission_progress(me: Rc<Shard>, ctx: Ctx) -> Response {
 /// [`MOVES_PER_NODE_PER_ROUND`] of its replicas move (add on a new host, then remove).
 /// A move that fails is retried next round.
 pub async fn decommission_step(me: &Rc<Shard>) {
-    let Ok((state, live)) = registry_with_live(me).await else {
+    let Ok((state, live)) = state_with_live(me).await else {
         return;
     };
     for (role, addr) in state.vt.decommissioning.iter().cloned() {
@@ -471,7 +471,7 @@ pub async fn decommission_step(me: &Rc<Shard>) {
 /// `metapartition check`): inactive nodes, partitions short of replicas, and partitions
 /// whose majority of replicas sit on inactive nodes (corrupt: no quorum).
 async fn diagnose(me: Rc<Shard>, ctx: Ctx, role: NodeRole) -> Response {
-    let (state, live) = match registry_with_live(&me).await {
+    let (state, live) = match state_with_live(&me).await {
         Ok(x) => x,
         Err(e) => return group_fail(ctx.enc, &e),
     };

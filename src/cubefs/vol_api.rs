@@ -14,7 +14,7 @@ use mast_http::Router;
 use rand::Rng;
 use serde_json::json;
 
-use super::api::{add, group_fail, outcome, propose0, read0, registry_with_live, Ctx};
+use super::api::{add, group_fail, outcome, propose0, read0, state_with_live, Ctx};
 use super::dialect::{fail, now_ms, ok, param_fail};
 use super::live::LiveMap;
 use super::md5;
@@ -366,7 +366,7 @@ async fn create_vol(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
         status: 0,
         created_ms: now_ms(),
     };
-    let (state, live) = match registry_with_live(&me).await {
+    let (state, live) = match state_with_live(&me).await {
         Ok(x) => x,
         Err(e) => return group_fail(enc, &e),
     };
@@ -781,7 +781,7 @@ async fn dp_create(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
         }
         Err(e) => return param_fail(enc, &e),
     };
-    let (state, live) = match registry_with_live(&me).await {
+    let (state, live) = match state_with_live(&me).await {
         Ok(x) => x,
         Err(e) => return group_fail(enc, &e),
     };

@@ -279,6 +279,19 @@ pub fn is_selector(s: &str) -> bool {
 }
 
 impl CubefsState {
+    /// The registry without the volume tables: what the node and topology routes read
+    /// (cloning 100,000 partitions for a node listing would dominate it).
+    pub fn registry_clone(&self) -> CubefsState {
+        CubefsState {
+            settings: self.settings.clone(),
+            zones: self.zones.clone(),
+            node_sets: self.node_sets.clone(),
+            nodes: self.nodes.clone(),
+            set_counts: self.set_counts.clone(),
+            vt: VolTables::default(),
+        }
+    }
+
     pub fn node(&self, role: NodeRole, addr: &str) -> Option<&Node> {
         self.nodes.get(&(role, addr.to_string()))
     }
