@@ -316,3 +316,28 @@ pub async fn channel(me: Rc<Shard>) -> Response {
         "latestTickTimestamp": clock,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wakers_fire_once_and_forget_dropped_receivers() {
+        let wakers = DdWakers::default();
+        let mut a = wakers.register();
+        let b = wakers.register();
+        drop(b);
+        // `b`'s sender is forgotten at the next registration: one entry per live watcher.
+        let mut c = wakers.register();
+        assert_eq!(wakers.0.borrow().len(), 2);
+        assert_eq!(a.try_recv(), Ok(None));
+        wakers.wake();
+        assert_eq!(a.try_recv(), Ok(Some(())));
+        assert_eq!(c.try_recv(), Ok(Some(())));
+        assert!(wakers.0.borrow().is_empty());
+        // A wake with nobody registered is not remembered for a later registration.
+        wakers.wake();
+        let mut d = wakers.register();
+        assert_eq!(d.try_recv(), Ok(None));
+    }
+}
