@@ -12,13 +12,20 @@
 //! reconnects with the last timestamp it saw (on any node, across leader changes) gets no gap
 //! and no duplicate.
 //!
+//! A watcher polls every `DD_POLL_INTERVAL_MS`, and at once when a DDL is acknowledged on
+//! this node (`wake_watchers`): that changes only when polls happen, not what one reads, so
+//! the argument above holds; DDLs acknowledged on other nodes are seen at the next interval.
+//!
 //! Lines (NDJSON): `{"type":"ddl","ts":T,"events":[…]}`, `{"type":"tick","ts":W}`, and a
 //! last `{"type":"error","code":N,"message":…}` when the stream ends for a reason.
 
+use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_channel::oneshot;
 use mast_http::{body_channel, Request, Response, SendError};
 use serde_json::{json, Value};
 
@@ -39,6 +46,51 @@ pub const DD_WATCHERS_PER_SHARD_MAX: usize = 64;
 /// The channel's name, as `GetDdChannel` returned one.
 pub const DD_CHANNEL_NAME: &str = "mast-rootcoord-dd";
 
+/// Watchers in this process (every shard of every node in it), so a DDL skips the mesh
+/// round of wakeups when nobody watches; over-counting only costs a useless wakeup.
+static WATCHERS_IN_PROCESS: AtomicUsize = AtomicUsize::new(0);
+
+/// One shard's pending watcher wakeups. A watcher leaves a sender here before each poll, so
+/// a DDL acknowledged while it polls makes it poll again at once instead of being missed.
+#[derive(Default)]
+pub struct DdWakers(RefCell<Vec<oneshot::Sender<()>>>);
+
+impl DdWakers {
+    fn register(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut list = self.0.borrow_mut();
+        // A watcher that woke by its timer (or ended) dropped its receiver: forgetting those
+        // keeps the list at one entry per live watcher.
+        list.retain(|t| !t.is_canceled());
+        list.push(tx);
+        rx
+    }
+
+    fn wake(&self) {
+        let list = std::mem::take(&mut *self.0.borrow_mut());
+        for tx in list {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A DDL was acknowledged on this node: wakes the DD watchers of every shard of this node so
+/// they poll now rather than at their next interval (issue #11's 10 ms goal). In the
+/// background: the DDL's reply does not wait for the mesh round.
+pub fn wake_watchers(me: &Rc<Shard>) {
+    if WATCHERS_IN_PROCESS.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let me = me.clone();
+    monoio::spawn(async move {
+        for k in 0..me.mesh.shards() {
+            let _ = me
+                .run_on(k, |s: Rc<Shard>| async move { s.milvus_dd_wakers.wake() })
+                .await;
+        }
+    });
+}
+
 /// What one shard says at one read: its events above `since` and its clock.
 struct ShardView {
     events: Vec<DdEvent>,
@@ -50,39 +102,46 @@ struct ShardView {
 /// `since` still served when history above `since` was dropped. `since: None` reads only
 /// the clocks (a watch from now).
 async fn poll(me: &Rc<Shard>, since: Option<u64>) -> Result<(Vec<(u64, Vec<DdEvent>)>, u64), MErr> {
-    let mut views = Vec::with_capacity(me.mesh.shards());
-    for k in 0..me.mesh.shards() {
-        let view = me
-            .run_on(k, move |s: Rc<Shard>| async move {
-                // The tick: once applied here, no DDL at or below it applies on this shard,
-                // and this replica holds every one below it. A stale tick means a later DDL or
-                // tick applied first, which serves as well.
-                let ts = crate::services::api::call(s.clone(), ServiceCall::Tso { count: 1 })
-                    .await
-                    .map_err(super::service_err)?
-                    .first;
-                match s
-                    .group
-                    .propose(&MetaCommand::Milvus(Command::Tick { ts }))
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) => return Err(super::group_err(e)),
-                }
-                let st = s.group.state();
-                let clock = st.milvus.last_ts;
-                match since.map(|t| st.milvus.events_since(t)) {
-                    None => Ok(ShardView {
-                        events: Vec::new(),
-                        clock,
-                    }),
-                    Some(Ok(events)) => Ok(ShardView { events, clock }),
-                    Some(Err(oldest)) => Err(too_old(since.unwrap_or(0), oldest)),
-                }
+    // All shards at once (each view is taken after its own tick, which is all the argument
+    // needs), so a poll costs one shard's round trips rather than their sum.
+    let reads: Vec<_> = (0..me.mesh.shards())
+        .map(|k| {
+            let me = me.clone();
+            monoio::spawn(async move {
+                me.run_on(k, move |s: Rc<Shard>| async move {
+                    // The tick: once applied here, no DDL at or below it applies on this
+                    // shard, and this replica holds every one below it. A stale tick means a
+                    // later DDL or tick applied first, which serves as well.
+                    let ts = crate::services::api::call(s.clone(), ServiceCall::Tso { count: 1 })
+                        .await
+                        .map_err(super::service_err)?
+                        .first;
+                    match s
+                        .group
+                        .propose(&MetaCommand::Milvus(Command::Tick { ts }))
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(e) => return Err(super::group_err(e)),
+                    }
+                    let st = s.group.state();
+                    let clock = st.milvus.last_ts;
+                    match since.map(|t| st.milvus.events_since(t)) {
+                        None => Ok(ShardView {
+                            events: Vec::new(),
+                            clock,
+                        }),
+                        Some(Ok(events)) => Ok(ShardView { events, clock }),
+                        Some(Err(oldest)) => Err(too_old(since.unwrap_or(0), oldest)),
+                    }
+                })
+                .await
             })
-            .await
-            .map_err(|_| super::mesh_failed())??;
-        views.push(view);
+        })
+        .collect();
+    let mut views = Vec::with_capacity(reads.len());
+    for read in reads {
+        views.push(read.await.map_err(|_| super::mesh_failed())??);
     }
     let floor = since.unwrap_or(0);
     let w = views.iter().map(|v| v.clock).min().unwrap_or(floor);
@@ -152,6 +211,7 @@ pub async fn watch(me: Rc<Shard>, req: Request) -> Response {
         )
         .response();
     }
+    let mut wake = me.milvus_dd_wakers.register();
     // The first poll answers errors (too old, no leader) as a plain reply, not a stream.
     let first = match poll(&me, since).await {
         Ok(first) => first,
@@ -160,6 +220,7 @@ pub async fn watch(me: Rc<Shard>, req: Request) -> Response {
     let (tx, body) = body_channel(DD_WATCHER_BUFFER_BYTES_MAX);
     let watcher = me.clone();
     me.milvus_dd_watchers.set(me.milvus_dd_watchers.get() + 1);
+    WATCHERS_IN_PROCESS.fetch_add(1, Ordering::Relaxed);
     monoio::spawn(async move {
         let (mut batch, mut w) = first;
         let end = |reason: MErr| {
@@ -195,7 +256,12 @@ pub async fn watch(me: Rc<Shard>, req: Request) -> Response {
             if tx.is_closed() {
                 break;
             }
-            monoio::time::sleep(Duration::from_millis(DD_POLL_INTERVAL_MS)).await;
+            // Woken by a DDL acknowledged here, or by the interval (the fallback that keeps
+            // ticks flowing and sees DDLs acknowledged on other nodes). A timer or another
+            // task's send wakes us: never this task itself (monoio 0.2.4 starves others then).
+            let interval = Duration::from_millis(DD_POLL_INTERVAL_MS);
+            let _ = monoio::time::timeout(interval, wake).await;
+            wake = watcher.milvus_dd_wakers.register();
             match poll(&watcher, Some(w)).await {
                 Ok((b, nw)) => {
                     batch = b;
@@ -218,6 +284,7 @@ pub async fn watch(me: Rc<Shard>, req: Request) -> Response {
         watcher
             .milvus_dd_watchers
             .set(watcher.milvus_dd_watchers.get().saturating_sub(1));
+        WATCHERS_IN_PROCESS.fetch_sub(1, Ordering::Relaxed);
     });
     Response::streamed(200, "application/x-ndjson", body)
 }
@@ -248,4 +315,29 @@ pub async fn channel(me: Rc<Shard>) -> Response {
         "oldestResumableTimestamp": oldest,
         "latestTickTimestamp": clock,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wakers_fire_once_and_forget_dropped_receivers() {
+        let wakers = DdWakers::default();
+        let mut a = wakers.register();
+        let b = wakers.register();
+        drop(b);
+        // `b`'s sender is forgotten at the next registration: one entry per live watcher.
+        let mut c = wakers.register();
+        assert_eq!(wakers.0.borrow().len(), 2);
+        assert_eq!(a.try_recv(), Ok(None));
+        wakers.wake();
+        assert_eq!(a.try_recv(), Ok(Some(())));
+        assert_eq!(c.try_recv(), Ok(Some(())));
+        assert!(wakers.0.borrow().is_empty());
+        // A wake with nobody registered is not remembered for a later registration.
+        wakers.wake();
+        let mut d = wakers.register();
+        assert_eq!(d.try_recv(), Ok(None));
+    }
 }

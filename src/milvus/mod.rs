@@ -156,7 +156,10 @@ async fn ddl(me: &Rc<Shard>, db: &str, cmd: Command) -> MResult<Outcome> {
                 Ok(MetaOutcome::Milvus(Outcome::Error { code, message })) => {
                     return Err(MErr::new(code, message))
                 }
-                Ok(MetaOutcome::Milvus(o)) => return Ok(o),
+                Ok(MetaOutcome::Milvus(o)) => {
+                    dd::wake_watchers(&s);
+                    return Ok(o);
+                }
                 Ok(other) => {
                     return Err(MErr::new(
                         CODE_UNEXPECTED,
