@@ -9,6 +9,7 @@
 // Each test binary uses a different subset of the harness.
 #![allow(dead_code)]
 
+pub mod cfs;
 pub mod http;
 pub mod kv;
 pub mod linz;
