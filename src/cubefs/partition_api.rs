@@ -209,8 +209,9 @@ async fn replica_add(me: Rc<Shard>, ctx: Ctx, role: NodeRole) -> Response {
         Ok(x) => x,
         Err((c, m)) => return fail(ctx.enc, c, &m),
     };
-    let state = match state_with_live(&me).await {
-        Ok((s, _)) => s,
+    // The nodes' liveness is not needed here: no gather across the shards.
+    let state = match read0(&me, |s| s.clone()).await {
+        Ok(s) => s,
         Err(e) => return group_fail(ctx.enc, &e),
     };
     let r = async {
@@ -241,8 +242,9 @@ async fn replica_delete(me: Rc<Shard>, ctx: Ctx, role: NodeRole) -> Response {
         Ok(x) => x,
         Err((c, m)) => return fail(ctx.enc, c, &m),
     };
-    let state = match state_with_live(&me).await {
-        Ok((s, _)) => s,
+    // The nodes' liveness is not needed here: no gather across the shards.
+    let state = match read0(&me, |s| s.clone()).await {
+        Ok(s) => s,
         Err(e) => return group_fail(ctx.enc, &e),
     };
     let r = async {
