@@ -185,11 +185,46 @@ impl Drop for PreciseTimer {
     }
 }
 
+/// The timer thread shares its CPU with the runtime thread it wakes. Under EEVDF (Linux 6.6+)
+/// a waking thread with the default slice (~3 ms) waits for the busy runtime thread's slice to
+/// run out, so every open-loop send could leave milliseconds late. Asking for a short slice
+/// (Linux 6.12+, `PREEMPT_SHORT`) lets the timer preempt at once; it runs for microseconds and
+/// sleeps again, so it takes nothing from the runtime thread. Older kernels ignore the request
+/// or refuse it, and the timer then works as before.
+const TIMER_SLICE_NS: u64 = 100_000;
+
+fn request_short_slice() {
+    // sched_setattr sets the nice value too: keep the one inherited (e.g. from `nice -n -15`).
+    // SAFETY: getpriority has no memory effects; on Linux, `who` 0 means the calling thread.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let attr = libc::sched_attr {
+        size: std::mem::size_of::<libc::sched_attr>() as u32,
+        sched_policy: libc::SCHED_OTHER as u32,
+        sched_flags: 0,
+        sched_nice: nice,
+        sched_priority: 0,
+        sched_runtime: TIMER_SLICE_NS,
+        sched_deadline: 0,
+        sched_period: 0,
+    };
+    // SAFETY: sched_setattr(0, ..) reads `attr` (a valid, correctly sized struct) and changes
+    // only this thread's scheduling parameters.
+    let _ = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setattr,
+            0,
+            &attr as *const libc::sched_attr,
+            0,
+        )
+    };
+}
+
 fn precise_loop(shared: &PreciseShared) {
     // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack.
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0);
     }
+    request_short_slice();
     let Ok(mut st) = shared.state.lock() else {
         return;
     };
