@@ -55,6 +55,7 @@ pub enum ServerError {
 
 /// Runs a server until it is told to stop. Returns Ok after a clean drain.
 pub fn run(config: ServerConfig) -> Result<(), ServerError> {
+    super::panics::install_fatal_panic_hook();
     let _lock = lock_data_dir(&config.data_dir)?;
     check_port_free(config.http_addr)?;
     for shard in 0..config.shards {
@@ -271,6 +272,8 @@ fn shard_thread(
         let router = crate::cubefs::routes(router, ctx.clone());
         let router = crate::admintask::http::routes(router, ctx.clone());
         let router = crate::milvus::routes(router, ctx.clone());
+        #[cfg(feature = "fault-injection")]
+        let router = super::fault::routes(router, ctx.clone());
         let router = Rc::new(super::members_api::routes(router, ctx.clone()));
         mast_http::serve(
             listener,

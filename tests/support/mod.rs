@@ -311,6 +311,21 @@ impl Cluster {
         }
     }
 
+    /// Waits (bounded) until node `id`'s process exits by itself; how it ended, or `None`
+    /// if it still runs at the deadline.
+    pub fn wait_exit(&mut self, id: u64, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.reap(id) {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// If node `id`'s process has exited, reaps it, marks it down and says how it ended.
     fn reap(&mut self, id: u64) -> Option<String> {
         let node = self.nodes.get_mut(&id)?;
@@ -392,6 +407,13 @@ impl Cluster {
         self.kill(id);
         self.spawn(id)?;
         self.wait_healthy(id, Instant::now() + HEALTHY_TIMEOUT)
+    }
+
+    /// Kills node `id` if it runs and starts it again with the same data dir and flags,
+    /// without waiting for `/healthz` (for a node that is expected to report itself unfit).
+    pub fn restart_unchecked(&mut self, id: u64) -> Result<(), String> {
+        self.kill(id);
+        self.spawn(id)
     }
 
     /// Starts a new node that joins through node `via` (`--join`), and waits for `/healthz`.
