@@ -1310,6 +1310,10 @@ impl<S: StateMachine> Group<S> {
                 index = applied,
                 "snapshot taken, log compacted"
             );
+            // One may have come due while this was written (applies went on meanwhile); the
+            // next apply would take it, but a group that applies nothing more (a removed
+            // node) would otherwise never snapshot its last entries.
+            g.maybe_snapshot();
         });
     }
 

@@ -285,6 +285,7 @@ impl Sim {
                 Some("read-index-without-quorum") => mast_raft::Mutant::ReadIndexWithoutQuorum,
                 Some("count-undurable-self") => mast_raft::Mutant::CountUndurableSelf,
                 Some("persist-on-hand-off") => mast_raft::Mutant::PersistOnHandOff,
+                Some("pre-candidate-never-retries") => mast_raft::Mutant::PreCandidateNeverRetries,
                 _ => mast_raft::Mutant::None,
             };
         }
@@ -1675,7 +1676,12 @@ fn sim() {
 #[test]
 fn planted() {
     let max_seeds = env_u64("MAST_SIM_PLANTED_SEEDS").unwrap_or(1000);
-    let cases: [(&str, DriverBug, Option<&str>); 7] = [
+    let cases: [(&str, DriverBug, Option<&str>); 8] = [
+        (
+            "pre-candidate-never-retries",
+            DriverBug::None,
+            Some("pre-candidate-never-retries"),
+        ),
         (
             "count-undurable-self",
             DriverBug::None,
