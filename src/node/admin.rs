@@ -33,6 +33,8 @@ pub struct ShardFacts {
     pub leader_services: Option<ServiceStats>,
     #[serde(skip)]
     pub http: HttpMetricsSnapshot,
+    #[serde(skip)]
+    pub loop_stalls: super::stalls::LoopStallsSnapshot,
 }
 
 /// The peer transport's view of one other member, per shard.
@@ -74,6 +76,7 @@ fn facts(shard: &Shard) -> ShardFacts {
             .collect(),
         leader_services: (shard.id == 0).then(|| shard.services.stats(&shard.group)),
         http,
+        loop_stalls: shard.loop_stalls.snapshot(),
     }
 }
 
@@ -292,6 +295,11 @@ async fn metrics(me: Rc<Shard>) -> Response {
         }
     }
     render_follower_lag(&shards, &mut out);
+    let stalls: Vec<_> = shards
+        .iter()
+        .map(|f| (f.shard, f.loop_stalls.clone()))
+        .collect();
+    super::stalls::render(&stalls, &mut out);
     if let Some(svc) = shards.iter().find_map(|f| f.leader_services.as_ref()) {
         render_services(svc, &mut out);
     }

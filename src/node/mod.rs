@@ -12,3 +12,4 @@ pub mod panics;
 pub mod runtime;
 pub mod server;
 pub mod shard;
+pub mod stalls;

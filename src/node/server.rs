@@ -254,6 +254,7 @@ fn shard_thread(
             admin_tasks,
             milvus_dd_watchers: Default::default(),
             milvus_dd_wakers: Default::default(),
+            loop_stalls: Default::default(),
         });
         let jobs = {
             let (mesh, ctx) = (mesh.clone(), ctx.clone());
@@ -261,6 +262,10 @@ fn shard_thread(
         };
         let _ = events.send(Event::ShardListening(shard));
         monoio::spawn(leader_affinity(ctx.clone()));
+        {
+            let (stalls, group) = (ctx.loop_stalls.clone(), ctx.group.clone());
+            monoio::spawn(super::stalls::probe(stalls, move || group.is_closed()));
+        }
         if shard == 0 {
             monoio::spawn(crate::cubefs::vol_api::background_loop(ctx.clone(), 2_000));
         }

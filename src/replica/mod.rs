@@ -1417,7 +1417,7 @@ impl<S: StateMachine> Group<S> {
         }
         .encode(&S::encode_command(command));
         let (tx, rx) = oneshot::channel();
-        if let Err(e) = self.node.borrow_mut().propose(data) {
+        if let Err(e) = self.with_core(|n| n.propose(data)) {
             return Err(match self.leader.get() {
                 0 => GroupError::NoLeader { leader_hint: 0 },
                 _ => GroupError::Refused(e.to_string()),
@@ -1475,9 +1475,7 @@ impl<S: StateMachine> Group<S> {
         if holds(self.node.borrow().applied_conf_state()) {
             return Ok(());
         }
-        self.node
-            .borrow_mut()
-            .propose_conf_change(cc.clone())
+        self.with_core(|n| n.propose_conf_change(cc.clone()))
             .map_err(|e| GroupError::Refused(e.to_string()))?;
         self.kick();
         // A follower forwards the change and never hears if the leader refused it (a
@@ -1496,7 +1494,7 @@ impl<S: StateMachine> Group<S> {
                 return Err(GroupError::Timeout);
             }
             if now >= next_retry {
-                let _ = self.node.borrow_mut().propose_conf_change(cc.clone());
+                let _ = self.with_core(|n| n.propose_conf_change(cc.clone()));
                 self.kick();
                 next_retry = now + retry_every;
             }
@@ -1505,10 +1503,16 @@ impl<S: StateMachine> Group<S> {
         Ok(())
     }
 
+    /// Runs `f` on the raft core. Request handlers get here too (proposals, membership,
+    /// transfers): a panic in the core must stay fatal rather than be answered 500, so the
+    /// call is a `FatalSection` (never held across an await).
+    fn with_core<R>(&self, f: impl FnOnce(&mut RawNode<LogStorage>) -> R) -> R {
+        let _fatal = mast_http::panic::FatalSection::enter();
+        f(&mut self.node.borrow_mut())
+    }
+
     pub fn transfer_leader(&self, to: u64) -> Result<(), GroupError> {
-        self.node
-            .borrow_mut()
-            .transfer_leader(to)
+        self.with_core(|n| n.transfer_leader(to))
             .map_err(|e| GroupError::Refused(e.to_string()))?;
         self.kick();
         Ok(())
