@@ -67,20 +67,19 @@ impl FatalSection {
 
 /// A future that catches a panic of the future it wraps, on every poll, and yields it as
 /// `Err(payload)`. After a panic the inner future is dropped and never polled again.
+/// `Unpin` (a handler's future is already boxed), so wrapping costs no allocation.
 pub struct CatchUnwind<F> {
-    inner: Option<Pin<Box<F>>>,
+    inner: Option<F>,
 }
 
-impl<F: Future> CatchUnwind<F> {
+impl<F: Future + Unpin> CatchUnwind<F> {
     /// Wraps `fut`.
     pub fn new(fut: F) -> CatchUnwind<F> {
-        CatchUnwind {
-            inner: Some(Box::pin(fut)),
-        }
+        CatchUnwind { inner: Some(fut) }
     }
 }
 
-impl<F: Future> Future for CatchUnwind<F> {
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
     type Output = Result<F::Output, Box<dyn Any + Send>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -92,7 +91,7 @@ impl<F: Future> Future for CatchUnwind<F> {
         // broken invariant inside it is never observed again.
         let polled = {
             let _depth = DepthGuard::enter(&HANDLER_DEPTH);
-            catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx)))
+            catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx)))
         };
         match polled {
             Ok(Poll::Pending) => Poll::Pending,
@@ -113,7 +112,7 @@ impl<F: Future> Future for CatchUnwind<F> {
 pub(crate) async fn run_contained<F, Fut>(make: F) -> Result<Fut::Output, Box<dyn Any + Send>>
 where
     F: FnOnce() -> Fut,
-    Fut: Future,
+    Fut: Future + Unpin,
 {
     let fut = {
         let _depth = DepthGuard::enter(&HANDLER_DEPTH);
@@ -157,14 +156,14 @@ mod tests {
 
     #[test]
     fn a_panic_on_a_later_poll_is_caught_and_the_depth_restored() {
-        let r = block_on(CatchUnwind::new(async {
+        let r = block_on(CatchUnwind::new(Box::pin(async {
             assert!(panic_is_contained());
             monoio::time::sleep(std::time::Duration::from_millis(1)).await;
             if HANDLER_DEPTH.with(Cell::get) > 0 {
                 panic!("boom {}", 7);
             }
             1
-        }));
+        })));
         let payload = r.expect_err("the panic is caught");
         assert_eq!(panic_message(payload.as_ref()), "boom 7");
         assert!(!panic_is_contained());
@@ -173,13 +172,15 @@ mod tests {
 
     #[test]
     fn a_fatal_section_inside_a_handler_is_not_contained() {
-        let r = block_on(run_contained(|| async {
-            let before = panic_is_contained();
-            let during = {
-                let _f = FatalSection::enter();
-                panic_is_contained()
-            };
-            (before, during, panic_is_contained())
+        let r = block_on(run_contained(|| {
+            Box::pin(async {
+                let before = panic_is_contained();
+                let during = {
+                    let _f = FatalSection::enter();
+                    panic_is_contained()
+                };
+                (before, during, panic_is_contained())
+            })
         }));
         assert_eq!(r.ok(), Some((true, false, true)));
         assert_eq!(FATAL_DEPTH.with(Cell::get), 0);
