@@ -234,8 +234,9 @@ struct Sim {
     applied: BTreeMap<u64, (u64, u64)>,
     max_applied: u64,
     checked_leaders: BTreeSet<(u64, u64)>,
-    /// index -> term of every entry some node has known committed.
-    committed: BTreeMap<u64, u64>,
+    /// index -> (term, seen) of every entry some node has known committed, `seen` being that
+    /// node's term when it first did: the entry was committed in a term no later than that.
+    committed: BTreeMap<u64, (u64, u64)>,
     /// Per node: commit index already checked against `committed`.
     commit_checked: HashMap<u64, u64>,
     // ---- clients
@@ -1359,7 +1360,13 @@ impl Sim {
                 continue;
             }
             let first = raw.storage().first_index().unwrap_or(1);
-            for (&idx, &term) in self.committed.range(first..) {
+            for (&idx, &(term, seen)) in self.committed.range(first..) {
+                // Raft promises a leader the entries committed in earlier terms only. A
+                // leader elected late (a starved candidate that runs its backlog of votes
+                // after others moved on) may lack entries committed in later terms.
+                if seen >= raw.term() {
+                    continue;
+                }
                 match raw.term_at(idx) {
                     Some(t) if t == term => {}
                     got => {
@@ -1385,13 +1392,14 @@ impl Sim {
             // The durable commit: a leader's in-memory commit may count its own entries
             // before they are durable, which nobody may act on until they are.
             let st = raw.storage();
+            let seen = raw.term();
             let commit = st.hard_state().commit.min(st.last_index().unwrap_or(0));
             let from = self.commit_checked.get(&id).copied().unwrap_or(0);
             let first = st.first_index().unwrap_or(1).max(from + 1);
             for idx in first..=commit {
                 let Ok(t) = st.term(idx) else { continue };
                 match self.committed.get(&idx) {
-                    Some(&ct) if ct != t => {
+                    Some(&(ct, _)) if ct != t => {
                         bad = Some(format!(
                             "committed entry lost: node {id} (commit {commit}) has term {t} at \
                              index {idx}, committed earlier with term {ct}"
@@ -1400,7 +1408,7 @@ impl Sim {
                     }
                     Some(_) => {}
                     None => {
-                        self.committed.insert(idx, t);
+                        self.committed.insert(idx, (t, seen));
                     }
                 }
             }
