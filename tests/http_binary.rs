@@ -381,6 +381,24 @@ fn every_limit_answers_its_status_closes_and_nothing_after_it_runs() {
             &["too_many_headers"],
         ),
         (
+            "absolute-form with an empty authority",
+            b"GET http:///healthz HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(),
+            400,
+            &["bad_target"],
+        ),
+        (
+            "absolute-form with an unclosed IP literal",
+            b"GET http://[::1/healthz HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(),
+            400,
+            &["bad_target"],
+        ),
+        (
+            "a fragment in the target",
+            b"GET /healthz#x HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(),
+            400,
+            &["bad_target"],
+        ),
+        (
             "target over 8 KiB",
             format!("GET /kv/{} HTTP/1.1\r\nHost: t\r\n\r\n", "u".repeat(9_000)).into_bytes(),
             414,

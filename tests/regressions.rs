@@ -37,9 +37,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn replay(test: &str) {
-    eprintln!(
-        "replay: CARGO_TARGET_DIR=/work/target-regress cargo test --release -p mast --test regressions -- --exact {test} --nocapture"
-    );
+    support::print_replay("regressions", test, "");
 }
 
 fn start(opts: ClusterOptions, test: &str) -> Cluster {

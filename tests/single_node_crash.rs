@@ -130,6 +130,12 @@ fn harness_pauses_resumes_and_leaves_no_process_behind() {
 
     // Paused: the kernel still accepts the connection, but nothing answers.
     cluster.pause(1);
+    // pause returns only once the kernel has stopped every thread, not when kill(2) returned.
+    let threads = support::proc::thread_states(pid as i32).expect("a paused process exists");
+    assert!(
+        threads.iter().all(|(_, s)| *s == 'T'),
+        "pause returned before every thread stopped: {threads:?}"
+    );
     let mut c = support::HttpClient::new(cluster.http_addr(1), Duration::from_millis(500));
     let paused = c.get("/healthz");
     assert!(

@@ -1,10 +1,10 @@
 //! Fuzzes the HTTP/1.1 request decoder: arbitrary bytes, fed in pieces whose sizes come from
 //! the input itself, must never panic, never loop, and never hand out a request that breaks
-//! the limits.
+//! the limits, never hand on a malformed request target.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use mast_http::bytes::BytesMut;
-use mast_http::{Decoded, Limits, RequestDecoder};
+use mast_http::{Decoded, Limits, Method, RequestDecoder};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&split, rest)) = data.split_first() else {
@@ -28,6 +28,13 @@ fuzz_target!(|data: &[u8]| {
                 Decoded::Request(req) => {
                     assert!(req.body().len() <= limits.body_bytes_max);
                     let _ = (req.path(), req.query(), req.query_pairs());
+                    // Whatever form the target had, what is handed on is an absolute path
+                    // (or OPTIONS's `*`) without a fragment: a malformed target is a 400.
+                    let path = req.path();
+                    assert!(
+                        path.starts_with('/') || (path == "*" && req.method() == Method::OPTIONS)
+                    );
+                    assert!(!path.contains('#') && !req.query().unwrap_or("").contains('#'));
                     for (name, _) in req.headers() {
                         assert!(req.header(name).is_some());
                     }

@@ -33,6 +33,8 @@ pub struct ShardFacts {
     pub leader_services: Option<ServiceStats>,
     #[serde(skip)]
     pub http: HttpMetricsSnapshot,
+    #[serde(skip)]
+    pub loop_stalls: super::stalls::LoopStallsSnapshot,
 }
 
 /// The peer transport's view of one other member, per shard.
@@ -74,6 +76,7 @@ fn facts(shard: &Shard) -> ShardFacts {
             .collect(),
         leader_services: (shard.id == 0).then(|| shard.services.stats(&shard.group)),
         http,
+        loop_stalls: shard.loop_stalls.snapshot(),
     }
 }
 
@@ -108,6 +111,8 @@ struct Status {
     peer_addr: String,
     data_dir: String,
     log_io: &'static str,
+    /// Removed from the group of at least one shard: the node serves nothing there.
+    removed: bool,
     members: Vec<MemberView>,
     shards: Vec<ShardFacts>,
 }
@@ -131,9 +136,44 @@ async fn status(me: Rc<Shard>) -> Response {
                 http_addr: m.http_addr.to_string(),
             })
             .collect(),
-        shards: all_facts(&me).await,
+        shards: Vec::new(),
+        removed: false,
+    };
+    let shards = all_facts(&me).await;
+    let body = Status {
+        removed: shards.iter().any(|f| f.raft.removed),
+        shards,
+        ..body
     };
     Response::json(200, &body)
+}
+
+/// 200 while the node may serve; 503 `removed` once it has been removed from the cluster
+/// (any shard's group), so a load balancer or operator stops sending it requests.
+async fn healthz(me: Rc<Shard>) -> Response {
+    let mut removed = Vec::new();
+    for s in 0..me.mesh.shards() {
+        // A shard that cannot answer is stopping; that is not a removal.
+        let r = me
+            .run_on(
+                s,
+                |shard: Rc<Shard>| async move { shard.group.is_removed() },
+            )
+            .await;
+        if matches!(r, Ok(true)) {
+            removed.push(s);
+        }
+    }
+    if removed.is_empty() {
+        return Response::text(200, "ok\n");
+    }
+    Response::error(
+        503,
+        "removed",
+        &format!(
+            "this node has been removed from the cluster (shards {removed:?}) and serves nothing"
+        ),
+    )
 }
 
 async fn metrics(me: Rc<Shard>) -> Response {
@@ -255,6 +295,11 @@ async fn metrics(me: Rc<Shard>) -> Response {
         }
     }
     render_follower_lag(&shards, &mut out);
+    let stalls: Vec<_> = shards
+        .iter()
+        .map(|f| (f.shard, f.loop_stalls.clone()))
+        .collect();
+    super::stalls::render(&stalls, &mut out);
     if let Some(svc) = shards.iter().find_map(|f| f.leader_services.as_ref()) {
         render_services(svc, &mut out);
     }
@@ -307,10 +352,10 @@ fn render_follower_lag(shards: &[ShardFacts], out: &mut String) {
 
 /// The node-level routes. API modules add theirs to the same router.
 pub fn router(shard: Rc<Shard>) -> Router {
-    let (s1, s2) = (shard.clone(), shard);
+    let (s0, s1, s2) = (shard.clone(), shard.clone(), shard);
     Router::new()
-        .route(Method::GET, "/healthz", |_req: Request| async {
-            Response::text(200, "ok\n")
+        .route(Method::GET, "/healthz", move |_req: Request| {
+            healthz(s0.clone())
         })
         .route(Method::GET, "/status", move |_req: Request| {
             status(s1.clone())

@@ -5,7 +5,11 @@ pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod errors;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod members_api;
+pub mod panics;
 pub mod runtime;
 pub mod server;
 pub mod shard;
+pub mod stalls;

@@ -55,6 +55,7 @@ pub enum ServerError {
 
 /// Runs a server until it is told to stop. Returns Ok after a clean drain.
 pub fn run(config: ServerConfig) -> Result<(), ServerError> {
+    super::panics::install_fatal_panic_hook();
     let _lock = lock_data_dir(&config.data_dir)?;
     check_port_free(config.http_addr)?;
     for shard in 0..config.shards {
@@ -253,6 +254,7 @@ fn shard_thread(
             admin_tasks,
             milvus_dd_watchers: Default::default(),
             milvus_dd_wakers: Default::default(),
+            loop_stalls: Default::default(),
         });
         let jobs = {
             let (mesh, ctx) = (mesh.clone(), ctx.clone());
@@ -260,6 +262,10 @@ fn shard_thread(
         };
         let _ = events.send(Event::ShardListening(shard));
         monoio::spawn(leader_affinity(ctx.clone()));
+        {
+            let (stalls, group) = (ctx.loop_stalls.clone(), ctx.group.clone());
+            monoio::spawn(super::stalls::probe(stalls, move || group.is_closed()));
+        }
         if shard == 0 {
             monoio::spawn(crate::cubefs::vol_api::background_loop(ctx.clone(), 2_000));
         }
@@ -271,6 +277,8 @@ fn shard_thread(
         let router = crate::cubefs::routes(router, ctx.clone());
         let router = crate::admintask::http::routes(router, ctx.clone());
         let router = crate::milvus::routes(router, ctx.clone());
+        #[cfg(feature = "fault-injection")]
+        let router = super::fault::routes(router, ctx.clone());
         let router = Rc::new(super::members_api::routes(router, ctx.clone()));
         mast_http::serve(
             listener,

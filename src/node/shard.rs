@@ -62,6 +62,8 @@ pub struct Shard {
     pub milvus_dd_watchers: std::cell::Cell<usize>,
     /// Wakeups of this shard's DD watchers, fired when a DDL is acknowledged on this node.
     pub milvus_dd_wakers: crate::milvus::dd::DdWakers,
+    /// How late this shard's event loop runs (`super::stalls`).
+    pub loop_stalls: Rc<super::stalls::LoopStalls>,
 }
 
 impl Shard {

@@ -307,6 +307,13 @@ impl Storage for LogStorage {
     }
 }
 
+/// True when `cs` is a known membership (not the empty one of a node that has not joined
+/// yet) without `id`.
+fn excludes(cs: &ConfState, id: u64) -> bool {
+    let known = !(cs.voters.is_empty() && cs.learners.is_empty());
+    known && !cs.voters.contains(&id) && !cs.learners.contains(&id)
+}
+
 /// Replication facts for `/status` and `/metrics`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GroupStatus {
@@ -318,6 +325,8 @@ pub struct GroupStatus {
     pub first_index: u64,
     pub last_index: u64,
     pub snapshot_index: u64,
+    /// This node was removed from the group: it serves nothing.
+    pub removed: bool,
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
     /// What the state machine reports as its size (for the meta table: KV keys).
@@ -502,6 +511,17 @@ impl<S: StateMachine> Group<S> {
             }
         }
         let peers = &peers;
+        // A snapshot that covers this node's removal replays no RemoveNode entry: the removal
+        // is known from the configuration the snapshot carries. (A snapshot received while
+        // joining can predate the entry that added this node; replaying that entry from the
+        // log clears the flag again, see apply_conf_change.)
+        let removed = excludes(&base_conf, node_id);
+        if removed {
+            warn!(
+                shard,
+                node_id, "this node is not in the membership of its latest snapshot: removed"
+            );
+        }
         let hard_state = HardState {
             term: hs.term,
             vote: hs.vote,
@@ -552,7 +572,7 @@ impl<S: StateMachine> Group<S> {
             reads: RefCell::new(ReadBatcher::new(node_id, boot, opts.pending_reads_max)),
             started: std::time::Instant::now(),
             leader: Cell::new(0),
-            removed: Cell::new(false),
+            removed: Cell::new(removed),
             members: RefCell::new(peers.clone()),
             kick,
             kicked,
@@ -956,6 +976,8 @@ impl<S: StateMachine> Group<S> {
     /// after everything before it is durable.
     async fn driver(self: Rc<Self>) {
         while self.kicked.recv_async().await.is_ok() {
+            #[cfg(feature = "fault-injection")]
+            crate::node::fault::fire(crate::node::fault::PanicAt::Driver);
             self.issue_reads();
             // Bounded per wake-up: the ticker's next kick resumes any remainder.
             for _ in 0..64 {
@@ -1080,6 +1102,8 @@ impl<S: StateMachine> Group<S> {
             }
         }
         let records: Vec<EntryRecord> = entries.iter().map(entry_to_record).collect();
+        #[cfg(feature = "fault-injection")]
+        crate::node::fault::fire(crate::node::fault::PanicAt::Log);
         match self.log.append(&records) {
             Ok(d) => d,
             Err(e) => self.fatal("log append", e),
@@ -1235,6 +1259,11 @@ impl<S: StateMachine> Group<S> {
                 }
             }
             _ => {
+                if cc.node_id == self.node_id && self.removed.get() {
+                    // Only after a restart on a snapshot that predates this node's addition.
+                    info!(shard = self.shard, "this node is a member again");
+                    self.removed.set(false);
+                }
                 if let Ok(addrs) = codec::decode::<MemberAddrs>(&cc.context) {
                     self.set_peer(cc.node_id, &addrs);
                     self.members.borrow_mut().insert(cc.node_id, addrs);
@@ -1281,6 +1310,10 @@ impl<S: StateMachine> Group<S> {
                 index = applied,
                 "snapshot taken, log compacted"
             );
+            // One may have come due while this was written (applies went on meanwhile); the
+            // next apply would take it, but a group that applies nothing more (a removed
+            // node) would otherwise never snapshot its last entries.
+            g.maybe_snapshot();
         });
     }
 
@@ -1384,7 +1417,7 @@ impl<S: StateMachine> Group<S> {
         }
         .encode(&S::encode_command(command));
         let (tx, rx) = oneshot::channel();
-        if let Err(e) = self.node.borrow_mut().propose(data) {
+        if let Err(e) = self.with_core(|n| n.propose(data)) {
             return Err(match self.leader.get() {
                 0 => GroupError::NoLeader { leader_hint: 0 },
                 _ => GroupError::Refused(e.to_string()),
@@ -1442,9 +1475,7 @@ impl<S: StateMachine> Group<S> {
         if holds(self.node.borrow().applied_conf_state()) {
             return Ok(());
         }
-        self.node
-            .borrow_mut()
-            .propose_conf_change(cc.clone())
+        self.with_core(|n| n.propose_conf_change(cc.clone()))
             .map_err(|e| GroupError::Refused(e.to_string()))?;
         self.kick();
         // A follower forwards the change and never hears if the leader refused it (a
@@ -1463,7 +1494,7 @@ impl<S: StateMachine> Group<S> {
                 return Err(GroupError::Timeout);
             }
             if now >= next_retry {
-                let _ = self.node.borrow_mut().propose_conf_change(cc.clone());
+                let _ = self.with_core(|n| n.propose_conf_change(cc.clone()));
                 self.kick();
                 next_retry = now + retry_every;
             }
@@ -1472,10 +1503,16 @@ impl<S: StateMachine> Group<S> {
         Ok(())
     }
 
+    /// Runs `f` on the raft core. Request handlers get here too (proposals, membership,
+    /// transfers): a panic in the core must stay fatal rather than be answered 500, so the
+    /// call is a `FatalSection` (never held across an await).
+    fn with_core<R>(&self, f: impl FnOnce(&mut RawNode<LogStorage>) -> R) -> R {
+        let _fatal = mast_http::panic::FatalSection::enter();
+        f(&mut self.node.borrow_mut())
+    }
+
     pub fn transfer_leader(&self, to: u64) -> Result<(), GroupError> {
-        self.node
-            .borrow_mut()
-            .transfer_leader(to)
+        self.with_core(|n| n.transfer_leader(to))
             .map_err(|e| GroupError::Refused(e.to_string()))?;
         self.kick();
         Ok(())
@@ -1503,6 +1540,11 @@ impl<S: StateMachine> Group<S> {
         self.members.borrow().clone()
     }
 
+    /// Whether this node has been removed from the group (it then refuses every request).
+    pub fn is_removed(&self) -> bool {
+        self.removed.get()
+    }
+
     pub fn raft_status(&self) -> Status {
         self.node.borrow().status()
     }
@@ -1525,6 +1567,7 @@ impl<S: StateMachine> Group<S> {
             first_index: st.first_index,
             last_index: st.last_index,
             snapshot_index: self.snapshots.borrow().last_index(),
+            removed: self.removed.get(),
             voters: st.conf_state.voters.clone(),
             learners: st.conf_state.learners.clone(),
             keys: state.snapshot_cost(),

@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../support/proc.rs"]
+pub mod proc;
+
 /// Path of the binary under test.
 pub const MAST_BIN: &str = env!("CARGO_BIN_EXE_mast");
 /// Shards every test server runs with (peer ports p and p + 1).
@@ -96,8 +99,9 @@ pub fn run_mast(args: &[String], log: &Path, timeout: Duration) -> (Option<ExitS
     let mut child = spawn_mast(args, log);
     let status = wait_exit(&mut child, timeout);
     if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
+        if let Err(e) = proc::kill_and_reap(&mut child, proc::REAP_TIMEOUT) {
+            panic!("{e}");
+        }
     }
     (status, read_log(log))
 }
@@ -292,10 +296,13 @@ impl Server {
         )
     }
 
+    /// SIGKILLs the process and waits (bounded) until it is reaped. Reports rather than
+    /// panics when that fails: it also runs in `Drop`, possibly while unwinding.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            if let Err(e) = proc::kill_and_reap(&mut child, proc::REAP_TIMEOUT) {
+                eprintln!("mast server: {e}");
+            }
         }
     }
 

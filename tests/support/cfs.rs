@@ -94,9 +94,8 @@ pub fn cli(home: &Path, args: &[&str]) -> CliOutput {
             break st;
         }
         if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("cfs-cli {args:?} did not finish within {CLI_TIMEOUT:?}");
+            let reaped = super::proc::kill_and_reap(&mut child, super::proc::REAP_TIMEOUT);
+            panic!("cfs-cli {args:?} did not finish within {CLI_TIMEOUT:?} (killed: {reaped:?})");
         }
         thread::sleep(Duration::from_millis(20));
     };

@@ -13,6 +13,7 @@ pub mod cfs;
 pub mod http;
 pub mod kv;
 pub mod linz;
+pub mod proc;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
@@ -30,30 +31,6 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 pub use http::{encode_key, HttpClient, Response};
-
-/// A signal is delivered asynchronously: a shard thread can still answer for a moment after
-/// `kill(SIGSTOP)` returns. Waits (bounded) until every thread of `pid` shows state `T` in
-/// /proc, so a test that pauses a node really talks to a stopped process.
-fn wait_all_threads_stopped(pid: i32) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let stopped = || -> bool {
-        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-            return true;
-        };
-        tasks.flatten().all(|t| {
-            fs::read_to_string(t.path().join("stat")).map_or(true, |stat| {
-                stat.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().next())
-                    .is_some_and(|state| {
-                        state == "T" || state == "t" || state == "Z" || state == "X"
-                    })
-            })
-        })
-    };
-    while !stopped() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(1));
-    }
-}
 
 /// Path of the binary under test.
 pub const MAST_BIN: &str = env!("CARGO_BIN_EXE_mast");
@@ -334,6 +311,21 @@ impl Cluster {
         }
     }
 
+    /// Waits (bounded) until node `id`'s process exits by itself; how it ended, or `None`
+    /// if it still runs at the deadline.
+    pub fn wait_exit(&mut self, id: u64, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.reap(id) {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// If node `id`'s process has exited, reaps it, marks it down and says how it ended.
     fn reap(&mut self, id: u64) -> Option<String> {
         let node = self.nodes.get_mut(&id)?;
@@ -355,8 +347,9 @@ impl Cluster {
             return;
         };
         if let Some(mut child) = node.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            if let Err(e) = proc::kill_and_reap(&mut child, proc::REAP_TIMEOUT) {
+                panic!("kill node {id}: {e}");
+            }
             // io_uring tears a ring down asynchronously after the process is reaped, and the
             // ring's pending accepts keep the listening sockets alive for a few milliseconds
             // more: a restart in that window finds its own ports taken.
@@ -393,11 +386,18 @@ impl Cluster {
         let Ok(pid) = i32::try_from(child.id()) else {
             return;
         };
-        if kill(Pid::from_raw(pid), sig).is_ok() {
-            node.state = new_state;
-            if sig == Signal::SIGSTOP {
-                wait_all_threads_stopped(pid);
-            }
+        if let Err(e) = kill(Pid::from_raw(pid), sig) {
+            panic!("{sig} to node {id} (pid {pid}): {e}");
+        }
+        node.state = new_state;
+        // Until the kernel has stopped (or resumed) every thread, the node is neither.
+        let waited = if sig == Signal::SIGSTOP {
+            proc::wait_stopped(pid, proc::STOP_TIMEOUT)
+        } else {
+            proc::wait_resumed(pid, proc::STOP_TIMEOUT)
+        };
+        if let Err(e) = waited {
+            panic!("node {id}: {e}");
         }
     }
 
@@ -407,6 +407,13 @@ impl Cluster {
         self.kill(id);
         self.spawn(id)?;
         self.wait_healthy(id, Instant::now() + HEALTHY_TIMEOUT)
+    }
+
+    /// Kills node `id` if it runs and starts it again with the same data dir and flags,
+    /// without waiting for `/healthz` (for a node that is expected to report itself unfit).
+    pub fn restart_unchecked(&mut self, id: u64) -> Result<(), String> {
+        self.kill(id);
+        self.spawn(id)
     }
 
     /// Starts a new node that joins through node `via` (`--join`), and waits for `/healthz`.
@@ -567,8 +574,8 @@ impl Cluster {
             .get_mut(&id)
             .ok_or_else(|| format!("no node {id}"))?;
         if let Some(mut child) = node.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            proc::kill_and_reap(&mut child, proc::REAP_TIMEOUT)
+                .map_err(|e| format!("kill node {id}: {e}"))?;
         }
         node.state = NodeState::Down;
         self.spawn(id)?;
@@ -604,8 +611,7 @@ impl Cluster {
                 Ok(Some(status)) => return Ok((status, tail(&log_path, LOG_TAIL_LINES))),
                 Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
                 Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
+                    let _ = proc::kill_and_reap(&mut child, proc::REAP_TIMEOUT);
                     return Err(format!(
                         "`mast server {}` still running after {timeout:?}; output tail:\n{}",
                         args.join(" "),
@@ -613,8 +619,7 @@ impl Cluster {
                     ));
                 }
                 Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
+                    let _ = proc::kill_and_reap(&mut child, proc::REAP_TIMEOUT);
                     return Err(format!("wait for {name}: {e}"));
                 }
             }
@@ -648,8 +653,10 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for node in self.nodes.values_mut() {
             if let Some(mut child) = node.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
+                // No panic inside Drop (it may run while unwinding); PDEATHSIG is the backstop.
+                if let Err(e) = proc::kill_and_reap(&mut child, proc::REAP_TIMEOUT) {
+                    eprintln!("node {}: {e}", node.id);
+                }
             }
             node.state = NodeState::Down;
         }

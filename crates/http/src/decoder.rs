@@ -554,13 +554,26 @@ fn has_obs_fold(buf: &[u8]) -> bool {
         .any(|w| w[0] == b'\n' && (w[1] == b' ' || w[1] == b'\t'))
 }
 
+/// Splits a request target (RFC 9112 §3.2) into path and query, refusing malformed ones:
+/// - origin-form `/path[?query]`;
+/// - asterisk-form `*`, for `OPTIONS` only;
+/// - absolute-form `http[s]://authority/path[?query]`: the authority must be a valid, non-empty
+///   host with an optional numeric port and no userinfo (RFC 9110 §4.2.1 and §4.2.4 tell a
+///   recipient to reject an empty host and to treat userinfo as an error). Its path must not
+///   be empty: read as `/` by RFC 9110, it is refused here because the path handed on is a
+///   slice of the received bytes;
+/// - authority-form is CONNECT's only, and CONNECT is not a supported method.
+///
+/// No form may carry a fragment (`#`): a request target has none.
 fn split_target(target: &str, method: Method) -> Result<(&str, Option<&str>), HttpError> {
+    if target.contains('#') {
+        return Err(err::BAD_TARGET);
+    }
     let origin = if target.starts_with('/') {
         target
     } else if target == "*" && method == Method::OPTIONS {
         return Ok((target, None));
     } else {
-        // absolute-form: keep the path, drop scheme and authority.
         let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
         let after_scheme = if lower.starts_with("http://") {
             target.get(7..)
@@ -570,14 +583,102 @@ fn split_target(target: &str, method: Method) -> Result<(&str, Option<&str>), Ht
             None
         }
         .ok_or(err::BAD_TARGET)?;
-        let slash = after_scheme.find('/').ok_or(err::BAD_TARGET)?;
-        after_scheme.get(slash..).ok_or(err::BAD_TARGET)?
+        let end = after_scheme.find(['/', '?']).unwrap_or(after_scheme.len());
+        let (authority, rest) = after_scheme.split_at(end);
+        if !valid_authority(authority) || !rest.starts_with('/') {
+            return Err(err::BAD_TARGET);
+        }
+        rest
     };
-    let origin = origin.split('#').next().unwrap_or(origin);
     Ok(match origin.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (origin, None),
     })
+}
+
+/// `host [":" port]` of RFC 3986 §3.2 with a non-empty host and no userinfo.
+fn valid_authority(authority: &str) -> bool {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        // IP-literal: everything up to the closing bracket, then only a port may follow.
+        let Some((literal, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if !valid_ip_literal(literal) {
+            return false;
+        }
+        match after {
+            "" => return true,
+            _ => match after.strip_prefix(':') {
+                Some(port) => (None, Some(port)),
+                None => return false,
+            },
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (Some(h), Some(p)),
+            None => (Some(authority), None),
+        }
+    };
+    if let Some(host) = host {
+        if !valid_reg_name(host) {
+            return false;
+        }
+    }
+    // An empty port is allowed by RFC 3986 and means the scheme's default.
+    match port {
+        None => true,
+        Some(p) => {
+            p.is_empty() || (p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok())
+        }
+    }
+}
+
+/// `IPv6address / IPvFuture` (RFC 3986 §3.2.2), the inside of the brackets.
+fn valid_ip_literal(literal: &str) -> bool {
+    if let Some(future) = literal.strip_prefix(['v', 'V']) {
+        let Some((version, rest)) = future.split_once('.') else {
+            return false;
+        };
+        return !version.is_empty()
+            && version.bytes().all(|b| b.is_ascii_hexdigit())
+            && !rest.is_empty()
+            && rest
+                .bytes()
+                .all(|b| is_unreserved(b) || is_sub_delim(b) || b == b':');
+    }
+    literal.parse::<std::net::Ipv6Addr>().is_ok()
+}
+
+/// A non-empty `reg-name` (which includes dotted IPv4): unreserved, sub-delims and
+/// well-formed percent-escapes. `@` (userinfo) is not among them.
+fn valid_reg_name(host: &str) -> bool {
+    let b = host.as_bytes();
+    if b.is_empty() {
+        return false;
+    }
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            let hex = |j: usize| b.get(j).is_some_and(|h| h.is_ascii_hexdigit());
+            if !(hex(i + 1) && hex(i + 2)) {
+                return false;
+            }
+            i += 3;
+        } else if is_unreserved(c) || is_sub_delim(c) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~".contains(&b)
+}
+
+fn is_sub_delim(b: u8) -> bool {
+    b"!$&'()*+,;=".contains(&b)
 }
 
 fn has_token(value: &[u8], token: &[u8]) -> bool {
@@ -828,6 +929,59 @@ mod tests {
         assert!(reqs[0].keep_alive());
         let (reqs, _, _) = decode_all(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
         assert!(!reqs[0].keep_alive());
+    }
+
+    #[test]
+    fn malformed_targets_are_refused() {
+        for target in [
+            "http:///healthz",
+            "http://[::1/healthz",
+            "http://[::1]x/healthz",
+            "http://[zz]/healthz",
+            "http://[v1]/healthz",
+            "http://user@h/healthz",
+            "http://@h/healthz",
+            "http://h:x/healthz",
+            "http://h:99999/healthz",
+            "http://:80/healthz",
+            "http://h%zz/x",
+            "http://h",
+            "http://h?q",
+            "ftp://h/x",
+            "h:80",
+            "healthz",
+            "*",
+            "/healthz#frag",
+            "http://h/x#f",
+        ] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let (reqs, e, _) = decode_all(raw.as_bytes());
+            assert!(reqs.is_empty(), "{target} was accepted");
+            let e = e.unwrap_or_else(|| panic!("{target}: no error"));
+            assert_eq!(e.status, 400, "{target}");
+        }
+    }
+
+    #[test]
+    fn well_formed_absolute_targets_are_accepted() {
+        for (target, path) in [
+            ("http://h/x", "/x"),
+            ("HTTPS://h:443/x", "/x"),
+            ("http://h:/x", "/x"),
+            ("http://[::1]/x", "/x"),
+            ("http://[::1]:8080/x?q", "/x"),
+            ("http://[v1.fe]/x", "/x"),
+            ("http://127.0.0.1:80/x", "/x"),
+            ("http://a-b.c%41/x", "/x"),
+        ] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let (reqs, e, _) = decode_all(raw.as_bytes());
+            assert!(e.is_none(), "{target}: {e:?}");
+            assert_eq!(reqs[0].path(), path, "{target}");
+        }
+        let (reqs, e, _) = decode_all(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert!(e.is_none());
+        assert_eq!(reqs[0].path(), "*");
     }
 
     #[test]

@@ -10,13 +10,15 @@
 //! Handlers are registered on a [`Router`] and return a [`Response`]; errors use the one API
 //! error format, `{"error":{"status":..,"kind":"..","message":".."}}` ([`Response::error`]).
 //! [`HttpMetrics`] counts per shard; snapshots merge across shards and render as Prometheus
-//! text. See the crate README for the limits and the statuses they produce.
+//! text. A panicking handler is answered 500 and counted; it does not end its shard
+//! ([`panic`]). See the crate README for the limits and the statuses they produce.
 
 #![warn(missing_docs)]
 
 mod decoder;
 mod limits;
 mod metrics;
+pub mod panic;
 mod request;
 mod response;
 mod router;

@@ -72,6 +72,7 @@ pub struct HttpMetrics {
     latency_buckets: [Cell<u64>; 17],
     latency_sum_micros: Cell<u64>,
     latency_count: Cell<u64>,
+    handler_panics: Cell<u64>,
 }
 
 impl HttpMetrics {
@@ -105,6 +106,10 @@ impl HttpMetrics {
         if let Some(c) = self.timeouts.get(i) {
             bump(c);
         }
+    }
+
+    pub(crate) fn handler_panic(&self) {
+        bump(&self.handler_panics);
     }
 
     pub(crate) fn parse_error(&self, kind: &'static str) {
@@ -194,6 +199,7 @@ impl HttpMetrics {
             latency_buckets: self.latency_buckets.iter().map(Cell::get).collect(),
             latency_sum_micros: self.latency_sum_micros.get(),
             latency_count: self.latency_count.get(),
+            handler_panics: self.handler_panics.get(),
         }
     }
 }
@@ -224,6 +230,8 @@ pub struct HttpMetricsSnapshot {
     pub latency_sum_micros: u64,
     /// Number of latency observations.
     pub latency_count: u64,
+    /// Handlers that panicked (each answered 500; see [`crate::panic`]).
+    pub handler_panics: u64,
 }
 
 impl HttpMetricsSnapshot {
@@ -249,6 +257,7 @@ impl HttpMetricsSnapshot {
         }
         self.latency_sum_micros += other.latency_sum_micros;
         self.latency_count += other.latency_count;
+        self.handler_panics += other.handler_panics;
     }
 
     /// Appends the Prometheus text exposition of these counters (`mast_http_*`).
@@ -271,6 +280,12 @@ impl HttpMetricsSnapshot {
                 "counter",
                 "Connections refused because connections_max was reached.",
                 self.connections_rejected,
+            ),
+            (
+                "mast_http_handler_panics_total",
+                "counter",
+                "Handlers that panicked; each was answered 500 and its shard kept serving.",
+                self.handler_panics,
             ),
         ];
         for (name, kind, help, v) in simple {

@@ -107,10 +107,24 @@ impl Router {
     }
 
     /// Routes `req` and runs its handler (or answers 404/405) without a connection: for
-    /// requests forwarded from other nodes and for testing handlers.
+    /// requests forwarded from other nodes and for testing handlers. A panicking handler is
+    /// answered 500 and logged, as on a connection (see [`crate::panic`]).
     pub async fn dispatch(&self, mut req: Request) -> Response {
         match self.resolve(&mut req) {
-            Resolved::Handler(h, _) => h(req).await,
+            Resolved::Handler(h, _) => {
+                let line = format!("{} {}", req.method().as_str(), req.path());
+                match crate::panic::run_contained(|| h(req)).await {
+                    Ok(resp) => resp,
+                    Err(payload) => {
+                        tracing::error!(
+                            request = %line,
+                            panic = crate::panic::panic_message(payload.as_ref()),
+                            "dispatched request handler panicked; answered 500"
+                        );
+                        crate::panic::panic_response()
+                    }
+                }
+            }
             Resolved::Response(resp, _) => resp,
         }
     }

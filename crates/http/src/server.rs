@@ -16,10 +16,12 @@ use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::{TcpListener, TcpStream};
 use monoio::time::Instant;
+use tracing::error;
 
 use crate::decoder::{Decoded, HttpError, Phase, RequestDecoder};
 use crate::limits::Limits;
 use crate::metrics::{HttpMetrics, TimeoutKind};
+use crate::panic;
 use crate::request::{Method, Version};
 use crate::response::{encode_response, ConnectionHeader, Response};
 use crate::router::{Resolved, Router, SLOT_INVALID};
@@ -478,10 +480,27 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, ctx: &ConnCtx, ctl:
                     let head_only = req.method == Method::HEAD;
                     let started = std::time::Instant::now();
                     let (resp, slot) = match ctx.router.resolve(&mut req) {
-                        Resolved::Handler(h, slot) => match interruptible(ctl, h(req)).await {
-                            Some(resp) => (resp, slot),
-                            None => return,
-                        },
+                        Resolved::Handler(h, slot) => {
+                            // Kept for the log line should the handler panic (a refcount).
+                            let line = (req.method, req.head.clone(), req.path.clone());
+                            match interruptible(ctl, panic::run_contained(|| h(req))).await {
+                                Some(Ok(resp)) => (resp, slot),
+                                Some(Err(payload)) => {
+                                    ctx.metrics.handler_panic();
+                                    let path =
+                                        line.1.get(line.2.start as usize..line.2.end as usize);
+                                    error!(
+                                        method = line.0.as_str(),
+                                        path = %String::from_utf8_lossy(path.unwrap_or_default()),
+                                        %peer,
+                                        panic = panic::panic_message(payload.as_ref()),
+                                        "request handler panicked; answered 500"
+                                    );
+                                    (panic::panic_response(), slot)
+                                }
+                                None => return,
+                            }
+                        }
                         Resolved::Response(resp, slot) => (resp, slot),
                     };
                     let keep_alive = keep_alive && !ctx.state.shutting_down.get();

@@ -202,3 +202,110 @@ proptest! {
         }
     }
 }
+
+/// A well-formed absolute-form authority: a host (name, IPv4 or bracketed IPv6) and an
+/// optional port.
+fn good_authority() -> impl Strategy<Value = String> {
+    let host = prop_oneof![
+        "[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?(\\.[a-z0-9]{1,6}){0,2}",
+        (any::<u8>(), any::<u8>(), any::<u8>(), any::<u8>())
+            .prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}")),
+        any::<[u16; 8]>().prop_map(|s| format!("[{}]", std::net::Ipv6Addr::from(s))),
+    ];
+    (host, prop::option::of(any::<u16>()))
+        .prop_map(|(h, p)| p.map_or(h.clone(), |p| format!("{h}:{p}")))
+}
+
+/// One way of breaking an authority, applied to a good one.
+#[derive(Debug, Clone)]
+enum Damage {
+    Empty,
+    Userinfo(String),
+    PortNotDigits(String),
+    PortTooBig(u32),
+    UnclosedBracket,
+    BadHostByte(u8),
+    BadEscape,
+}
+
+fn damage() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        Just(Damage::Empty),
+        "[a-z]{0,5}".prop_map(Damage::Userinfo),
+        "[a-z]{1,5}".prop_map(Damage::PortNotDigits),
+        (65_536u32..1_000_000).prop_map(Damage::PortTooBig),
+        Just(Damage::UnclosedBracket),
+        // Visible ASCII outside reg-name's alphabet that httparse passes in a target.
+        prop::sample::select(b"\"<>\\^`{|}[]".to_vec()).prop_map(Damage::BadHostByte),
+        Just(Damage::BadEscape),
+    ]
+}
+
+fn damaged(good: &str, d: &Damage) -> String {
+    match d {
+        Damage::Empty => String::new(),
+        Damage::Userinfo(u) => format!("{u}@{good}"),
+        Damage::PortNotDigits(p) => format!("h:{p}"),
+        Damage::PortTooBig(p) => format!("h:{p}"),
+        Damage::UnclosedBracket => "[::1".to_string(),
+        Damage::BadHostByte(b) => format!("a{}b", *b as char),
+        Damage::BadEscape => "a%g1".to_string(),
+    }
+}
+
+fn decode_one(wire: &[u8]) -> Result<Request, u16> {
+    let mut d = RequestDecoder::new(&limits());
+    let mut buf = BytesMut::from(wire);
+    match d.decode(&mut buf) {
+        Decoded::Request(r) => Ok(r),
+        Decoded::Error(e) => Err(e.status),
+        other => panic!("a complete request decoded as {other:?}"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// Absolute-form targets: a well-formed authority yields the path and query; the same
+    /// target with a broken authority (empty, userinfo, bad port, unclosed IP literal, a byte
+    /// outside reg-name, a bad escape) is a 400, never a request.
+    #[test]
+    fn absolute_form_is_accepted_iff_the_authority_is_well_formed(
+        auth in good_authority(),
+        d in damage(),
+        https in any::<bool>(),
+        path in "(/[a-z0-9._~-]{0,6}){1,3}",
+        query in prop::option::of("[a-z0-9=&]{0,8}"),
+    ) {
+        let scheme = if https { "https" } else { "http" };
+        let q = query.as_ref().map(|q| format!("?{q}")).unwrap_or_default();
+        let good = format!("GET {scheme}://{auth}{path}{q} HTTP/1.1\r\nHost: h\r\n\r\n");
+        match decode_one(good.as_bytes()) {
+            Ok(r) => {
+                prop_assert_eq!(r.path(), path.as_str());
+                prop_assert_eq!(r.query(), query.as_deref());
+            }
+            Err(status) => prop_assert!(false, "{} refused with {}", good, status),
+        }
+        let bad_auth = damaged(&auth, &d);
+        let bad = format!("GET {scheme}://{bad_auth}{path}{q} HTTP/1.1\r\nHost: h\r\n\r\n");
+        match decode_one(bad.as_bytes()) {
+            Ok(r) => prop_assert!(false, "{} accepted as path {}", bad, r.path()),
+            Err(status) => prop_assert_eq!(status, 400, "{}", bad),
+        }
+    }
+
+    /// Origin-form and asterisk-form: a fragment anywhere, or `*` with a method other than
+    /// OPTIONS, is a 400.
+    #[test]
+    fn fragments_and_misplaced_asterisks_are_refused(
+        s in spec(),
+        frag in "[a-z0-9]{0,6}",
+    ) {
+        let q = s.query.as_ref().map(|q| format!("?{q}")).unwrap_or_default();
+        let wire = format!("GET {}{q}#{frag} HTTP/1.1\r\nHost: h\r\n\r\n", s.path);
+        prop_assert_eq!(decode_one(wire.as_bytes()).err(), Some(400));
+        let wire = format!("{} * HTTP/1.1\r\nHost: h\r\n\r\n", s.method.as_str());
+        prop_assert_eq!(decode_one(wire.as_bytes()).err(), Some(400));
+    }
+}

@@ -519,3 +519,34 @@ fn a_client_that_leaves_stops_the_stream_producer() {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+#[test]
+fn a_panicking_handler_answers_500_and_the_server_keeps_serving() {
+    for epoll in [false, true] {
+        let srv = if epoll {
+            TestServer::start_epoll(test_limits())
+        } else {
+            TestServer::start(test_limits())
+        };
+        let mut c = Client::new(srv.connect());
+        for (i, when) in ["now", "later", "now"].iter().enumerate() {
+            c.send(format!("GET /panic/{when} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+            let r = c.response().unwrap();
+            assert_eq!(r.status, 500, "{when}");
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(body["error"]["kind"], "internal_error", "{body}");
+            assert_eq!(body["error"]["status"], 500, "{body}");
+            // The same keep-alive connection goes on: the panic cost one request.
+            assert!(!r.closes(), "request {i}");
+            c.send(&req("POST", "/echo", b"after"));
+            let r = c.response().unwrap();
+            assert_eq!((r.status, &r.body[..]), (200, &b"after"[..]));
+        }
+        assert_eq!(srv.get("/healthz").status, 200);
+        assert_eq!(srv.metric("mast_http_handler_panics_total"), 3);
+        assert!(srv
+            .metrics()
+            .contains("mast_http_requests_total{route=\"/panic/{when}\",status=\"500\"} 3"));
+        srv.stop();
+    }
+}

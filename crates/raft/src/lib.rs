@@ -58,6 +58,9 @@ pub enum Mutant {
     /// `pipeline`: count a ticket finished when the completer picks it up, before its
     /// durability (the bug fixed by 53f32cb): a Whole step may then run ahead of it.
     DrainOnDequeue,
+    /// A pre-candidate whose pre-vote round failed never starts another one (it waits for
+    /// someone else's election): the stuck pre-candidate of a starved cluster.
+    PreCandidateNeverRetries,
 }
 
 /// Configuration of one replica.

@@ -500,6 +500,12 @@ impl<S: Storage> RawNode<S> {
             self.boot_guard = false;
         }
         if self.promotable() && self.election_elapsed >= self.randomized_timeout {
+            #[cfg(feature = "mutants")]
+            if self.role == Role::PreCandidate
+                && self.mutant(crate::Mutant::PreCandidateNeverRetries)
+            {
+                return;
+            }
             self.election_elapsed = 0;
             self.hup(false);
         }

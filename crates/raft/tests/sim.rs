@@ -22,6 +22,14 @@ const ELECTION_TICKS: u64 = 10;
 /// Steps with faults, then steps of healed network in which liveness must be reached.
 const FAULT_STEPS: u64 = 6000;
 const HEAL_BOUND_TICKS: u64 = 150;
+/// Liveness: after the last fault heals, some node leads within this many ticks. Healing
+/// restarts crashed nodes and wakes starved ones (with their backlog); then an election may
+/// need a few rounds: a pre-vote round and a vote round per election timeout (at most
+/// `2 * ELECTION_TICKS` each), split votes repeating it.
+const LEADER_BOUND_TICKS: u64 = 8 * ELECTION_TICKS;
+/// A starved node's driver stops for this many steps (uniform), like a process whose CPU is
+/// taken by others: its ticks and incoming messages pile up and then run all at once.
+const STARVE_STEPS: std::ops::Range<u64> = 20..600;
 /// Upper bound on members; ids of removed nodes are never reused.
 const MAX_MEMBERS: usize = 5;
 
@@ -47,6 +55,19 @@ struct Knobs {
     /// Chance that a new leader is crashed within a few steps: short, overlapping reigns
     /// leave the divergent logs of the paper's figure 8.
     churn_per_mille: u32,
+    /// Chance per step that a node (the leader half of the time) is starved.
+    starve_per_mille: u32,
+}
+
+/// A starved node: no ticks, no deliveries, no driver turns until `until`; then the piled-up
+/// ticks (all of them, or one if the ticker coalesces missed ticks as the server's does) and
+/// messages are stepped in one go.
+#[derive(Default)]
+struct Starved {
+    until: u64,
+    ticks: u64,
+    coalesce_ticks: bool,
+    inbox: Vec<Message>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -171,6 +192,7 @@ struct Node {
     snap_write: Option<SnapWrite>,
     /// Marked for removal from the simulation (its removal committed) at this step.
     retire_at: Option<u64>,
+    starved: Option<Starved>,
 }
 
 /// A snapshot's cost in the schedule (the server counts keys; the sim's state has none).
@@ -200,6 +222,10 @@ struct Sim {
     /// blocked[(from, to)]: messages from -> to are dropped.
     blocked: BTreeSet<(u64, u64)>,
     healed: bool,
+    /// Its own stream, so starvation leaves every other random choice of a seed as it was.
+    starve_rng: SmallRng,
+    /// Ticks from healing until some node led (the liveness figure the run reports).
+    leader_after_heal_ticks: Option<u64>,
     /// (step, node): scheduled leader crashes (churn).
     doomed: Vec<(u64, u64)>,
     // ---- invariant state
@@ -208,8 +234,9 @@ struct Sim {
     applied: BTreeMap<u64, (u64, u64)>,
     max_applied: u64,
     checked_leaders: BTreeSet<(u64, u64)>,
-    /// index -> term of every entry some node has known committed.
-    committed: BTreeMap<u64, u64>,
+    /// index -> (term, seen) of every entry some node has known committed, `seen` being that
+    /// node's term when it first did: the entry was committed in a term no later than that.
+    committed: BTreeMap<u64, (u64, u64)>,
     /// Per node: commit index already checked against `committed`.
     commit_checked: HashMap<u64, u64>,
     // ---- clients
@@ -259,6 +286,7 @@ impl Sim {
                 Some("read-index-without-quorum") => mast_raft::Mutant::ReadIndexWithoutQuorum,
                 Some("count-undurable-self") => mast_raft::Mutant::CountUndurableSelf,
                 Some("persist-on-hand-off") => mast_raft::Mutant::PersistOnHandOff,
+                Some("pre-candidate-never-retries") => mast_raft::Mutant::PreCandidateNeverRetries,
                 _ => mast_raft::Mutant::None,
             };
         }
@@ -279,6 +307,16 @@ impl Sim {
             } else {
                 rng.gen_range(100..900)
             },
+            starve_per_mille: 0,
+        };
+        let mut starve_rng = SmallRng::seed_from_u64(seed ^ 0x5eed_57a7_0000_0001);
+        let knobs = Knobs {
+            starve_per_mille: if calm || starve_rng.gen_bool(0.3) {
+                0
+            } else {
+                starve_rng.gen_range(1..6)
+            },
+            ..knobs
         };
         let voters = ConfState::with_voters(1..=n);
         let mut sim = Sim {
@@ -295,6 +333,8 @@ impl Sim {
             seq: 0,
             blocked: BTreeSet::new(),
             healed: false,
+            starve_rng,
+            leader_after_heal_ticks: None,
             doomed: Vec::new(),
             leaders: HashMap::new(),
             entries_seen: HashMap::new(),
@@ -309,6 +349,9 @@ impl Sim {
             reads_served: 0,
             trace: std::env::var("MAST_SIM_TRACE").ok().map(|_| String::new()),
         };
+        let c = &sim.base_cfg;
+        let (pv, cq, ro) = (c.pre_vote, c.check_quorum, c.read_only);
+        sim.log(|| format!("{n} nodes, pre_vote {pv}, check_quorum {cq}, reads {ro:?}"));
         sim.applied.insert(1, (1, 0));
         for id in 1..=n {
             sim.add_node(id, MemStorage::new_with_conf_state(voters.clone()));
@@ -353,6 +396,7 @@ impl Sim {
             schedule: SnapshotSchedule::new(1, 1, 0, 0),
             snap_write: None,
             retire_at: None,
+            starved: None,
         };
         Self::boot(
             &self.base_cfg,
@@ -411,6 +455,7 @@ impl Sim {
             snapshot_cost(&node.sm),
         );
         node.snap_write = None;
+        node.starved = None;
         Ok(())
     }
 
@@ -476,6 +521,9 @@ impl Sim {
             let issue_roll = self.rng.gen_range(0..1000);
             let now = self.now;
             let node = self.nodes.get_mut(&id).ok_or("node vanished")?;
+            if node.starved.is_some() {
+                continue;
+            }
             let Some(raw) = node.raw.as_mut() else {
                 continue;
             };
@@ -621,7 +669,11 @@ impl Sim {
     fn persist_due(&mut self) -> SimResult<()> {
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         for id in ids {
+            // A stopped process's queued writes still reach the disk; nothing else runs.
             self.disk_due(id)?;
+            if self.nodes.get(&id).is_some_and(|n| n.starved.is_some()) {
+                continue;
+            }
             self.snapshot_due(id)?;
             // The completer and the driver are separate tasks: once both have something to
             // do, either may run first.
@@ -948,6 +1000,14 @@ impl Sim {
             let Some(node) = self.nodes.get_mut(&to) else {
                 continue;
             };
+            if node.raw.is_none() {
+                continue;
+            }
+            if let Some(st) = node.starved.as_mut() {
+                // In the socket buffer until the driver runs again.
+                st.inbox.push(m);
+                continue;
+            }
             let Some(raw) = node.raw.as_mut() else {
                 continue;
             };
@@ -969,7 +1029,7 @@ impl Sim {
     fn alive(&self) -> Vec<u64> {
         self.nodes
             .iter()
-            .filter(|(_, n)| n.raw.is_some())
+            .filter(|(_, n)| n.raw.is_some() && n.starved.is_none())
             .map(|(id, _)| *id)
             .collect()
     }
@@ -1087,6 +1147,72 @@ impl Sim {
         if self.rng.gen_range(0..1000) < self.knobs.conf_change_per_mille {
             self.conf_change()?;
         }
+        if self.starve_rng.gen_range(0..1000) < self.knobs.starve_per_mille {
+            let alive = self.alive();
+            if !alive.is_empty() {
+                let victim = match self.leader() {
+                    Some(l) if self.starve_rng.gen_bool(0.5) && alive.contains(&l) => l,
+                    _ => alive[self.starve_rng.gen_range(0..alive.len())],
+                };
+                let steps = self.starve_rng.gen_range(STARVE_STEPS);
+                // Lease reads trust the node's tick clock to keep up with real time: a
+                // starved leader whose missed ticks are coalesced still believes its lease
+                // and serves stale reads (seed 1846 showed it). So coalescing, as the
+                // server's ticker does, only goes with ReadIndex reads (the server's).
+                let coalesce = self.starve_rng.gen_bool(0.5)
+                    && self.base_cfg.read_only == ReadOnlyOption::Safe;
+                if let Some(n) = self.nodes.get_mut(&victim) {
+                    n.starved = Some(Starved {
+                        until: self.now + steps,
+                        coalesce_ticks: coalesce,
+                        ..Starved::default()
+                    });
+                }
+                self.log(|| format!("starve {victim} for {steps} steps (coalesce {coalesce})"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the backlog of every starved node whose starvation is over (all of them with
+    /// `all`): its piled-up ticks, then its piled-up messages, in one go.
+    fn wake_starved(&mut self, all: bool) -> SimResult<()> {
+        let now = self.now;
+        let due: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.starved.as_ref().is_some_and(|s| all || s.until <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(node) = self.nodes.get_mut(&id) else {
+                continue;
+            };
+            let Some(st) = node.starved.take() else {
+                continue;
+            };
+            let Some(raw) = node.raw.as_mut() else {
+                continue;
+            };
+            let ticks = if st.coalesce_ticks {
+                st.ticks.min(1)
+            } else {
+                st.ticks
+            };
+            for _ in 0..ticks {
+                raw.tick();
+            }
+            let n = st.inbox.len();
+            for m in st.inbox {
+                let (from, kind) = (m.from, m.kind);
+                if let Err(e) = raw.step(m) {
+                    return Err(self.fail(format!(
+                        "node {id} rejected {kind:?} from {from} after starvation: {e}"
+                    )));
+                }
+            }
+            self.log(|| format!("wake {id}: {ticks} ticks, {n} messages"));
+        }
         Ok(())
     }
 
@@ -1179,7 +1305,12 @@ impl Sim {
             };
             let mut data = w.to_le_bytes().to_vec();
             data.resize(8 + self.rng.gen_range(0..48), 0xab);
-            if let Some(raw) = self.nodes.get_mut(&target).and_then(|n| n.raw.as_mut()) {
+            if let Some(raw) = self
+                .nodes
+                .get_mut(&target)
+                .filter(|n| n.starved.is_none())
+                .and_then(|n| n.raw.as_mut())
+            {
                 let _ = raw.propose(data);
             }
             if let Some(st) = self.writes.get_mut(&w) {
@@ -1206,7 +1337,12 @@ impl Sim {
         if !self.healed && self.rng.gen_bool(0.002) {
             if let Some(l) = self.leader() {
                 let to = alive[self.rng.gen_range(0..alive.len())];
-                if let Some(raw) = self.nodes.get_mut(&l).and_then(|n| n.raw.as_mut()) {
+                if let Some(raw) = self
+                    .nodes
+                    .get_mut(&l)
+                    .filter(|n| n.starved.is_none())
+                    .and_then(|n| n.raw.as_mut())
+                {
                     let _ = raw.transfer_leader(to);
                     self.log(|| format!("transfer {l} -> {to}"));
                 }
@@ -1224,7 +1360,13 @@ impl Sim {
                 continue;
             }
             let first = raw.storage().first_index().unwrap_or(1);
-            for (&idx, &term) in self.committed.range(first..) {
+            for (&idx, &(term, seen)) in self.committed.range(first..) {
+                // Raft promises a leader the entries committed in earlier terms only. A
+                // leader elected late (a starved candidate that runs its backlog of votes
+                // after others moved on) may lack entries committed in later terms.
+                if seen >= raw.term() {
+                    continue;
+                }
                 match raw.term_at(idx) {
                     Some(t) if t == term => {}
                     got => {
@@ -1250,13 +1392,14 @@ impl Sim {
             // The durable commit: a leader's in-memory commit may count its own entries
             // before they are durable, which nobody may act on until they are.
             let st = raw.storage();
+            let seen = raw.term();
             let commit = st.hard_state().commit.min(st.last_index().unwrap_or(0));
             let from = self.commit_checked.get(&id).copied().unwrap_or(0);
             let first = st.first_index().unwrap_or(1).max(from + 1);
             for idx in first..=commit {
                 let Ok(t) = st.term(idx) else { continue };
                 match self.committed.get(&idx) {
-                    Some(&ct) if ct != t => {
+                    Some(&(ct, _)) if ct != t => {
                         bad = Some(format!(
                             "committed entry lost: node {id} (commit {commit}) has term {t} at \
                              index {idx}, committed earlier with term {ct}"
@@ -1265,7 +1408,7 @@ impl Sim {
                     }
                     Some(_) => {}
                     None => {
-                        self.committed.insert(idx, t);
+                        self.committed.insert(idx, (t, seen));
                     }
                 }
             }
@@ -1317,9 +1460,12 @@ impl Sim {
         self.now += 1;
         self.persist_due()?;
         self.deliver()?;
+        self.wake_starved(false)?;
         if self.now.is_multiple_of(STEPS_PER_TICK) {
             for n in self.nodes.values_mut() {
-                if let Some(raw) = n.raw.as_mut() {
+                if let Some(st) = n.starved.as_mut() {
+                    st.ticks += 1;
+                } else if let Some(raw) = n.raw.as_mut() {
                     raw.tick();
                 }
             }
@@ -1363,6 +1509,8 @@ impl Sim {
             self.step()?;
         }
         self.heal();
+        self.wake_starved(true)?;
+        let healed_at = self.now;
         let pending: Vec<u64> = self
             .writes
             .iter()
@@ -1373,6 +1521,21 @@ impl Sim {
         let mut converged_at = None;
         while self.now < bound {
             self.step()?;
+            let ticks = (self.now - healed_at) / STEPS_PER_TICK;
+            if self.leader_after_heal_ticks.is_none() {
+                if self.leader().is_some() {
+                    self.leader_after_heal_ticks = Some(ticks);
+                } else if ticks > LEADER_BOUND_TICKS {
+                    return Err(self.fail(format!(
+                        "liveness: no leader {LEADER_BOUND_TICKS} ticks after the last fault \
+                         healed; roles: {:?}",
+                        self.nodes
+                            .iter()
+                            .map(|(id, n)| (*id, n.raw.as_ref().map(|r| (r.role(), r.term()))))
+                            .collect::<Vec<_>>()
+                    )));
+                }
+            }
             if converged_at.is_none() && self.converged(&pending) {
                 converged_at = Some(self.now);
                 break;
@@ -1484,11 +1647,16 @@ fn sim() {
     };
     let mut failures = Vec::new();
     let (mut reads, mut writes) = (0u64, 0u64);
+    let mut slowest_leader = (0u64, 0u64);
     for &seed in &seeds {
         match run_seed(seed, bug, mutant.as_deref()) {
             Ok(sim) => {
                 reads += sim.reads_served;
                 writes += sim.writes.len() as u64;
+                let t = sim.leader_after_heal_ticks.unwrap_or(0);
+                if t > slowest_leader.0 {
+                    slowest_leader = (t, seed);
+                }
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -1509,9 +1677,12 @@ fn sim() {
         }
     }
     eprintln!(
-        "sim: {} seeds, {} failed, {writes} client writes, {reads} linearizable reads checked",
+        "sim: {} seeds, {} failed, {writes} client writes, {reads} linearizable reads checked; \
+         slowest leader after healing: {} ticks (seed {}; bound {LEADER_BOUND_TICKS})",
         seeds.len(),
-        failures.len()
+        failures.len(),
+        slowest_leader.0,
+        slowest_leader.1
     );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
 }
@@ -1521,7 +1692,12 @@ fn sim() {
 #[test]
 fn planted() {
     let max_seeds = env_u64("MAST_SIM_PLANTED_SEEDS").unwrap_or(1000);
-    let cases: [(&str, DriverBug, Option<&str>); 7] = [
+    let cases: [(&str, DriverBug, Option<&str>); 8] = [
+        (
+            "pre-candidate-never-retries",
+            DriverBug::None,
+            Some("pre-candidate-never-retries"),
+        ),
         (
             "count-undurable-self",
             DriverBug::None,

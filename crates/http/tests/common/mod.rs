@@ -125,6 +125,19 @@ fn router(hits: Arc<AtomicU64>) -> (Router, Rc<HttpMetrics>) {
             });
             async move { Response::streamed(200, "text/plain", body) }
         })
+        // Panics: `now` while building the handler's future, `later` on a poll after a sleep.
+        .route(Method::GET, "/panic/{when}", move |req: Request| {
+            let later = req.param("when") == Some("later");
+            if !later {
+                panic!("test handler panicked at once");
+            }
+            async move {
+                monoio::time::sleep(Duration::from_millis(2)).await;
+                panic!("test handler panicked on a later poll");
+                #[allow(unreachable_code)]
+                Response::text(200, "unreachable")
+            }
+        })
         .route(Method::GET, "/metrics", move |_req: Request| {
             let mut text = String::new();
             m.snapshot().render_prometheus(&mut text);
