@@ -523,7 +523,6 @@ fn vol_dp_hosts(c: &mut HttpClient, vol: &str) -> BTreeMap<u64, Vec<String>> {
 /// the table), no partition drops below its replicas, and the interrupted volume either
 /// exists whole (every partition on hosts that hold it) or not at all.
 #[test]
-#[ignore = "known leak (issue 14): in about 1 run of 7 a replica removal committed just before the leader was killed, and its delete task (leader memory) died with it, so the old host keeps the replica; run with --ignored"]
 fn leader_killed_mid_decommission_and_creation() {
     let mut cluster = Cluster::start(ClusterOptions::new(3, 2)).expect("cluster starts");
     let leader = cluster.wait_for_leaders(LEADER_TIMEOUT).expect("leaders")[0];

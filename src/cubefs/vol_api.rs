@@ -19,7 +19,7 @@ use super::dialect::{fail, now_ms, ok, param_fail};
 use super::live::LiveMap;
 use super::md5;
 use super::placement::{self, Cand, Cursors, SetInfo, Topology, Want, ZoneInfo};
-use super::tasks::{create_on_all, delete_on_node, CreateOnNode};
+use super::tasks::{abandon, create_batch, marks_step, replicas_of, CreateOnNode};
 use super::views::{is_writable, live_of};
 use super::vol_views as vv;
 use crate::meta::cubefs::volumes::{
@@ -201,15 +201,13 @@ fn normalise_zones(
     Ok(named)
 }
 
-/// Creates one data partition on its hosts (sync tasks) and returns its record.
-#[allow(clippy::too_many_arguments)]
-async fn create_dp(
-    me: &Rc<Shard>,
+/// Places one data partition: its record and the create task of each replica.
+fn plan_dp(
     topo: &Topology,
     vol: &Volume,
     zones: &[String],
     id: u64,
-) -> Result<DataPartition, (i32, String)> {
+) -> Result<(DataPartition, Vec<CreateOnNode>), (i32, String)> {
     let want = Want {
         role: NodeRole::Data,
         replicas: vol.dp_replica_num as usize,
@@ -233,10 +231,7 @@ async fn create_dp(
             members: peers.clone(),
         })
         .collect();
-    create_on_all(me, creates)
-        .await
-        .map_err(|e| (CODE_INTERNAL, e))?;
-    Ok(DataPartition {
+    let dp = DataPartition {
         id,
         vol: vol.name.clone(),
         replica_num: vol.dp_replica_num,
@@ -245,20 +240,59 @@ async fn create_dp(
         status: PARTITION_READ_WRITE,
         media_type: vol.media_type,
         created_ms: vol.created_ms,
-    })
+    };
+    Ok((dp, creates))
 }
 
-async fn delete_partitions(me: &Rc<Shard>, mps: &[MetaPartition], dps: &[DataPartition]) {
-    for m in mps {
-        for h in &m.hosts {
-            delete_on_node(me, NodeRole::Meta, h, m.id).await;
+/// Places `want` data partitions with the ids `take_id` hands out and creates them
+/// (one intent, creates in parallel); returns the ones that landed and the last error.
+/// Placement failing stops early (no room left).
+async fn create_dps(
+    me: &Rc<Shard>,
+    topo: &Topology,
+    vol: &Volume,
+    zones: &[String],
+    want: usize,
+    take_id: &mut dyn FnMut() -> u64,
+) -> (Vec<DataPartition>, Option<(i32, String)>) {
+    let mut planned = Vec::new();
+    let mut err = None;
+    for _ in 0..want {
+        match plan_dp(topo, vol, zones, take_id()) {
+            Ok(p) => planned.push(p),
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
         }
+    }
+    let (records, creates): (Vec<DataPartition>, Vec<Vec<CreateOnNode>>) =
+        planned.into_iter().unzip();
+    match create_batch(me, creates).await {
+        Err(e) => (Vec::new(), Some((CODE_INTERNAL, e))),
+        Ok(results) => {
+            let mut made = Vec::new();
+            for (d, r) in records.into_iter().zip(results) {
+                match r {
+                    Ok(()) => made.push(d),
+                    Err(e) => err = Some((CODE_INTERNAL, e)),
+                }
+            }
+            (made, err)
+        }
+    }
+}
+
+/// Created partitions that will not be recorded: their replicas become pending deletes.
+async fn abandon_partitions(me: &Rc<Shard>, mps: &[MetaPartition], dps: &[DataPartition]) {
+    let mut replicas = Vec::new();
+    for m in mps {
+        replicas.extend(replicas_of(NodeRole::Meta, m.id, &m.hosts));
     }
     for d in dps {
-        for h in &d.hosts {
-            delete_on_node(me, NodeRole::Data, h, d.id).await;
-        }
+        replicas.extend(replicas_of(NodeRole::Data, d.id, &d.hosts));
     }
+    abandon(me, replicas).await;
 }
 
 fn random_key(len: usize) -> String {
@@ -424,9 +458,11 @@ async fn create_vol(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
         id
     };
     vol.id = take_id();
-    // Meta partitions: each on 3 meta nodes, ranges stepped by the inode step (§4).
+    // Meta partitions: each on 3 meta nodes, ranges stepped by the inode step (§4). All of
+    // them are placed first and created under one intent (one raft commit).
     let meta_topo = topology(&state, &live, NodeRole::Meta, 0);
     let mut mps: Vec<MetaPartition> = Vec::new();
+    let mut mp_creates = Vec::new();
     let mut start = 0u64;
     for i in 0..mp_count {
         let id = take_id();
@@ -445,33 +481,24 @@ async fn create_vol(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
         };
         let chosen = match place(&meta_topo, &want) {
             Ok(c) => c,
-            Err(e) => {
-                delete_partitions(&me, &mps, &[]).await;
-                return fail(enc, e.code, &e.msg);
-            }
+            Err(e) => return fail(enc, e.code, &e.msg),
         };
         let peers = to_peers(&chosen);
-        let creates = chosen
-            .iter()
-            .map(|n| CreateOnNode {
-                role: NodeRole::Meta,
-                addr: n.addr.clone(),
-                partition_id: id,
-                vol: name.clone(),
-                size_bytes: 0,
-                start,
-                end,
-                members: peers.clone(),
-            })
-            .collect();
-        if let Err(e) = create_on_all(&me, creates).await {
-            delete_partitions(&me, &mps, &[]).await;
-            return fail(
-                enc,
-                CODE_INTERNAL,
-                &format!("create meta partition {id} failed: {e}"),
-            );
-        }
+        mp_creates.push(
+            chosen
+                .iter()
+                .map(|n| CreateOnNode {
+                    role: NodeRole::Meta,
+                    addr: n.addr.clone(),
+                    partition_id: id,
+                    vol: name.clone(),
+                    size_bytes: 0,
+                    start,
+                    end,
+                    members: peers.clone(),
+                })
+                .collect(),
+        );
         mps.push(MetaPartition {
             id,
             vol: name.clone(),
@@ -484,23 +511,46 @@ async fn create_vol(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
         });
         start = end.saturating_add(1);
     }
+    let mp_results = match create_batch(&me, mp_creates).await {
+        Ok(r) => r,
+        Err(e) => return fail(enc, CODE_INTERNAL, &format!("create meta partitions: {e}")),
+    };
+    if let Some((m, e)) = mps
+        .iter()
+        .zip(&mp_results)
+        .find_map(|(m, r)| r.as_ref().err().map(|e| (m, e)))
+    {
+        // The failed ones are abandoned by create_batch; the others are not recorded either.
+        let landed: Vec<MetaPartition> = mps
+            .iter()
+            .zip(&mp_results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(m, _)| m.clone())
+            .collect();
+        abandon_partitions(&me, &landed, &[]).await;
+        return fail(
+            enc,
+            CODE_INTERNAL,
+            &format!("create meta partition {} failed: {e}", m.id),
+        );
+    }
     // Data partitions: dpCount, up to 3 rounds for the ones that failed.
     let data_topo = topology(&state, &live, NodeRole::Data, vol.media_type);
     let mut dps: Vec<DataPartition> = Vec::new();
     let mut last_err = (placement::CODE_NO_DATA_NODE, String::new());
     for _ in 0..DP_CREATE_ROUNDS {
-        while (dps.len() as u64) < dp_count {
-            match create_dp(&me, &data_topo, &vol, &zones, take_id()).await {
-                Ok(d) => dps.push(d),
-                Err(e) => {
-                    last_err = e;
-                    break;
-                }
-            }
+        let want = (dp_count as usize).saturating_sub(dps.len());
+        if want == 0 {
+            break;
+        }
+        let (made, err) = create_dps(&me, &data_topo, &vol, &zones, want, &mut take_id).await;
+        dps.extend(made);
+        if let Some(e) = err {
+            last_err = e;
         }
     }
     if dps.len() < DP_COUNT_MIN {
-        delete_partitions(&me, &mps, &dps).await;
+        abandon_partitions(&me, &mps, &dps).await;
         return fail(enc, last_err.0, &last_err.1);
     }
     let dp_n = dps.len();
@@ -512,14 +562,15 @@ async fn create_vol(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
     });
     match propose0(&me, cmd).await {
         Ok(CubefsOutcome::Refused { code, msg }) => {
-            delete_partitions(&me, &mps, &dps).await;
+            abandon_partitions(&me, &mps, &dps).await;
             fail(enc, code, &msg)
         }
         Ok(_) => ok(
             enc,
             format!("create vol[{name}] successfully, has allocate [{dp_n}] data partitions"),
         ),
-        // Unknown outcome: the volume may exist; the nodes keep their partitions then.
+        // Unknown outcome: if the volume was recorded its intents are fulfilled; if not,
+        // they stay until a later leader (or their age) abandons them.
         Err(e) => group_fail(enc, &e),
     }
 }
@@ -808,17 +859,13 @@ async fn dp_create(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
         .map(String::from)
         .collect();
     let topo = topology(&state, &live, NodeRole::Data, vol.media_type);
-    let mut dps = Vec::new();
-    let mut err = None;
-    for id in ids.first..ids.first + count {
-        match create_dp(&me, &topo, &vol, &zones, id).await {
-            Ok(d) => dps.push(d),
-            Err(e) => {
-                err = Some(e);
-                break;
-            }
-        }
-    }
+    let mut next = ids.first;
+    let mut take_id = || {
+        let id = next;
+        next += 1;
+        id
+    };
+    let (dps, err) = create_dps(&me, &topo, &vol, &zones, count as usize, &mut take_id).await;
     if dps.is_empty() {
         let (code, msg) = err.unwrap_or((CODE_INTERNAL, "nothing created".into()));
         return fail(enc, code, &msg);
@@ -830,7 +877,7 @@ async fn dp_create(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
     });
     match propose0(&me, cmd).await {
         Ok(CubefsOutcome::Refused { code, msg }) => {
-            delete_partitions(&me, &[], &dps).await;
+            abandon_partitions(&me, &[], &dps).await;
             fail(enc, code, &msg)
         }
         Ok(_) => match err {
@@ -977,26 +1024,19 @@ async fn discard_dp(_me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
     ok(ctx.enc, json!({"DiscardDps": []}))
 }
 
-/// The deletion loop's step (run on group 0's leader): every volume marked deleted gets
-/// delete tasks for all its partition replicas and is then dropped.
+/// The deletion loop's step (run on group 0's leader): every volume marked deleted is
+/// dropped; the drop turns its replicas into pending deletes that [`marks_step`] sends.
 pub async fn drop_deleted_vols(me: &Rc<Shard>) {
     let marked = read0(me, |s| {
         s.vt.vols
             .values()
             .filter(|v| v.status == VOL_MARK_DELETE)
-            .map(|v| {
-                (
-                    v.name.clone(),
-                    s.vt.mps_of(&v.name).cloned().collect::<Vec<_>>(),
-                    s.vt.dps_of(&v.name).cloned().collect::<Vec<_>>(),
-                )
-            })
+            .map(|v| v.name.clone())
             .collect::<Vec<_>>()
     })
     .await;
     let Ok(marked) = marked else { return };
-    for (name, mps, dps) in marked {
-        delete_partitions(me, &mps, &dps).await;
+    for name in marked {
         let _ = propose0(me, CubefsCommand::vol(VolCommand::DropVol { name })).await;
     }
 }
@@ -1011,6 +1051,7 @@ pub async fn background_loop(me: Rc<Shard>, interval_ms: u64) {
         if me.group.is_leader() {
             drop_deleted_vols(&me).await;
             super::partition_api::decommission_step(&me).await;
+            marks_step(&me).await;
         }
     }
 }
