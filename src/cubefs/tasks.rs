@@ -379,3 +379,30 @@ pub async fn marks_step(me: &Rc<Shard>) {
         .await;
     }
 }
+
+/// Sets the end of a meta partition's inode range on one of its replicas (sync task).
+pub async fn update_mp_end(
+    me: &Rc<Shard>,
+    addr: &str,
+    partition_id: u64,
+    vol: &str,
+    start: u64,
+    end: u64,
+) -> Result<(), String> {
+    let task = AdminTask::new(
+        op::UPDATE_META_PARTITION,
+        addr,
+        Some(partition_id),
+        TaskRequest::UpdateMetaPartition {
+            partition_id,
+            vol_name: vol.to_string(),
+            start,
+            end,
+        },
+        now_unix_s(),
+    );
+    admintask::send_sync_from(me, task)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("update meta partition {partition_id} on {addr}: {e}"))
+}

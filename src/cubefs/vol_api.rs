@@ -19,13 +19,13 @@ use super::dialect::{fail, now_ms, ok, param_fail};
 use super::live::LiveMap;
 use super::md5;
 use super::placement::{self, Cand, Cursors, SetInfo, Topology, Want, ZoneInfo};
-use super::tasks::{abandon, create_batch, marks_step, replicas_of, CreateOnNode};
+use super::tasks::{abandon, create_batch, marks_step, replicas_of, update_mp_end, CreateOnNode};
 use super::views::{is_writable, live_of};
 use super::vol_views as vv;
 use crate::meta::cubefs::volumes::{
     is_user_id, is_vol_name, DataPartition, MetaPartition, Peer, User, VolCommand, VolUpdate,
     Volume, CODE_DP_NOT_EXISTS, CODE_DUPLICATE_VOL, CODE_MP_NOT_EXISTS, CODE_USER_NOT_EXISTS,
-    CODE_VOL_NOT_EXISTS, PARTITION_READ_WRITE, USER_NORMAL, VOL_MARK_DELETE,
+    CODE_VOL_NOT_EXISTS, MP_CREATE_MAX, PARTITION_READ_WRITE, USER_NORMAL, VOL_MARK_DELETE,
 };
 use crate::meta::cubefs::{
     CubefsCommand, CubefsOutcome, CubefsState, NodeRole, CODE_INTERNAL, CODE_PARAM, ZONE_DEFAULT,
@@ -892,6 +892,165 @@ async fn dp_create(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
     }
 }
 
+/// `/metaPartition/create?name=&count=` (§6): the last meta partition is cut at
+/// `MaxInodeID + step` and `count` new ones continue the inode space, the last open-ended.
+/// The new partitions are created on their nodes (under an intent), then the last one's new
+/// end is set on its replicas, then one command records both. mast's meta nodes report no
+/// inode usage yet, so `MaxInodeID` is the last partition's start.
+async fn mp_create(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
+    let enc = ctx.enc;
+    let count = match ctx.params.u64("count") {
+        Ok(Some(c)) if (1..=MP_CREATE_MAX as u64).contains(&c) => c,
+        Ok(_) => {
+            return fail(
+                enc,
+                CODE_PARAM,
+                &format!("parameter count must be in 1..{MP_CREATE_MAX}"),
+            )
+        }
+        Err(e) => return param_fail(enc, &e),
+    };
+    let r = read0(&me, move |s| {
+        let v = vol_of(s, &ctx)?;
+        if v.status == VOL_MARK_DELETE {
+            return Err((8, "vol has been deleted".to_string()));
+        }
+        let last =
+            s.vt.mps_of(&v.name)
+                .max_by_key(|m| m.start)
+                .cloned()
+                .ok_or((
+                    CODE_MP_NOT_EXISTS,
+                    "the volume has no meta partition".to_string(),
+                ))?;
+        let mut reg = s.registry_clone();
+        reg.vt.decommissioning = s.vt.decommissioning.clone();
+        Ok((v.clone(), last, reg))
+    })
+    .await;
+    let (vol, last, reg) = match r {
+        Ok(Ok(x)) => x,
+        Ok(Err((code, msg))) => return fail(enc, code, &msg),
+        Err(e) => return group_fail(enc, &e),
+    };
+    let max_inode = last.start;
+    let end = max_inode.saturating_add(MP_INODE_STEP);
+    if last.end != INODE_MAX || end >= INODE_MAX {
+        return fail(enc, CODE_INTERNAL, "the inode space is used up");
+    }
+    let live = super::live::gather(&me, reg.nodes.keys().cloned().collect()).await;
+    let topo = topology(&reg, &live, NodeRole::Meta, 0);
+    let ids = match call(me.clone(), ServiceCall::Ids { count }).await {
+        Ok(r) if r.count == count => r,
+        Ok(r) => {
+            return fail(
+                enc,
+                CODE_INTERNAL,
+                &format!("the allocator gave {} ids, not {count}", r.count),
+            )
+        }
+        Err(ServiceError::Group(g)) => return group_fail(enc, &g),
+        Err(other) => return fail(enc, CODE_INTERNAL, &other.to_string()),
+    };
+    let zones: Vec<String> = vol
+        .zone_name
+        .split(',')
+        .filter(|z| !z.is_empty())
+        .map(String::from)
+        .collect();
+    let mut new = Vec::new();
+    let mut creates = Vec::new();
+    let mut start = end + 1;
+    for (i, id) in (ids.first..ids.first + count).enumerate() {
+        let e = if i as u64 + 1 == count {
+            INODE_MAX
+        } else {
+            start.saturating_add(MP_INODE_STEP - 1)
+        };
+        let want = Want {
+            role: NodeRole::Meta,
+            replicas: MP_REPLICAS,
+            zones: zones.clone(),
+            cross_zone: vol.cross_zone,
+            allow_same_ip: false,
+            exclude: vec![],
+        };
+        let chosen = match place(&topo, &want) {
+            Ok(c) => c,
+            Err(err) => return fail(enc, err.code, &err.msg),
+        };
+        let peers = to_peers(&chosen);
+        creates.push(
+            chosen
+                .iter()
+                .map(|n| CreateOnNode {
+                    role: NodeRole::Meta,
+                    addr: n.addr.clone(),
+                    partition_id: id,
+                    vol: vol.name.clone(),
+                    size_bytes: 0,
+                    start,
+                    end: e,
+                    members: peers.clone(),
+                })
+                .collect(),
+        );
+        new.push(MetaPartition {
+            id,
+            vol: vol.name.clone(),
+            start,
+            end: e,
+            hosts: chosen.iter().map(|n| n.addr.clone()).collect(),
+            peers,
+            status: PARTITION_READ_WRITE,
+            created_ms: now_ms(),
+        });
+        start = e.saturating_add(1);
+    }
+    let results = match create_batch(&me, creates).await {
+        Ok(r) => r,
+        Err(e) => return fail(enc, CODE_INTERNAL, &format!("create meta partitions: {e}")),
+    };
+    if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+        let landed: Vec<MetaPartition> = new
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(m, _)| m.clone())
+            .collect();
+        abandon_partitions(&me, &landed, &[]).await;
+        return fail(enc, CODE_INTERNAL, e);
+    }
+    // The cut goes to every replica of the last partition before the table records it: a
+    // replica that did not get it would keep allocating inodes the new partitions own.
+    for h in &last.hosts {
+        if let Err(e) = update_mp_end(&me, h, last.id, &vol.name, last.start, end).await {
+            for h in &last.hosts {
+                let _ = update_mp_end(&me, h, last.id, &vol.name, last.start, INODE_MAX).await;
+            }
+            abandon_partitions(&me, &new, &[]).await;
+            return fail(enc, CODE_INTERNAL, &e);
+        }
+    }
+    let cmd = CubefsCommand::vol(VolCommand::SplitMetaPartition {
+        vol: vol.name.clone(),
+        last: last.id,
+        end,
+        new: new.clone(),
+    });
+    match propose0(&me, cmd).await {
+        Ok(CubefsOutcome::Refused { code, msg }) => {
+            for h in &last.hosts {
+                let _ = update_mp_end(&me, h, last.id, &vol.name, last.start, INODE_MAX).await;
+            }
+            abandon_partitions(&me, &new, &[]).await;
+            fail(enc, code, &msg)
+        }
+        Ok(_) => ok(enc, "create meta partition successfully".to_string()),
+        Err(e) => group_fail(enc, &e),
+    }
+}
+
 /// `/user/create`: JSON body `{id, pwd, ak, sk, type, description}`.
 async fn user_create(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
     let enc = ctx.enc;
@@ -1041,17 +1200,127 @@ pub async fn drop_deleted_vols(me: &Rc<Shard>) {
     }
 }
 
+/// CubeFS's minimum of read-write data partitions a volume is topped up to (§4).
+pub const DP_WRITABLE_MIN: usize = 10;
+/// Volumes grown per loop round at most (each is a batch of creates and one commit).
+const GROW_VOLS_PER_ROUND_MAX: usize = 16;
+
+thread_local! {
+    /// When each volume was last grown (leader memory: a new leader may grow a volume a
+    /// round early, which only creates what the rule asks for anyway).
+    static GROWN_MS: RefCell<std::collections::HashMap<String, u64>> = RefCell::default();
+}
+
+/// Automatic data partition growth (§4): unless the cluster is frozen, a volume with fewer
+/// than [`DP_WRITABLE_MIN`] read-write data partitions gets the missing ones, at most once
+/// per `interval_ms` and not before it is `interval_ms` old (as CubeFS's check, which runs
+/// on a timer, does not catch a volume the moment it is created).
+pub async fn grow_step(me: &Rc<Shard>, interval_ms: u64) {
+    if interval_ms == 0 {
+        return;
+    }
+    let now = now_ms();
+    let due = |name: &str| {
+        GROWN_MS.with(|g| {
+            g.borrow()
+                .get(name)
+                .map_or(true, |t| now.saturating_sub(*t) >= interval_ms)
+        })
+    };
+    let r = read0(me, move |s| {
+        if s.settings.disable_auto_alloc {
+            return None;
+        }
+        let mut rw: std::collections::HashMap<&str, usize> = Default::default();
+        for d in s.vt.dps.values() {
+            if d.status == PARTITION_READ_WRITE {
+                *rw.entry(d.vol.as_str()).or_default() += 1;
+            }
+        }
+        let short: Vec<(Volume, usize)> =
+            s.vt.vols
+                .values()
+                .filter(|v| v.status != VOL_MARK_DELETE)
+                .filter(|v| now.saturating_sub(v.created_ms) >= interval_ms)
+                .filter_map(|v| {
+                    let have = rw.get(v.name.as_str()).copied().unwrap_or(0);
+                    (have < DP_WRITABLE_MIN).then(|| (v.clone(), DP_WRITABLE_MIN - have))
+                })
+                .collect();
+        if short.is_empty() {
+            return None;
+        }
+        // The registry and the decommission marks are all placement reads.
+        let mut reg = s.registry_clone();
+        reg.vt.decommissioning = s.vt.decommissioning.clone();
+        Some((reg, short))
+    })
+    .await;
+    let Ok(Some((reg, short))) = r else {
+        return;
+    };
+    let short: Vec<(Volume, usize)> = short
+        .into_iter()
+        .filter(|(v, _)| due(&v.name))
+        .take(GROW_VOLS_PER_ROUND_MAX)
+        .collect();
+    if short.is_empty() {
+        return;
+    }
+    let live = super::live::gather(me, reg.nodes.keys().cloned().collect()).await;
+    for (vol, want) in short {
+        GROWN_MS.with(|g| g.borrow_mut().insert(vol.name.clone(), now));
+        let Ok(ids) = call(me.clone(), ServiceCall::Ids { count: want as u64 }).await else {
+            return;
+        };
+        if ids.count != want as u64 {
+            return;
+        }
+        let zones: Vec<String> = vol
+            .zone_name
+            .split(',')
+            .filter(|z| !z.is_empty())
+            .map(String::from)
+            .collect();
+        let topo = topology(&reg, &live, NodeRole::Data, vol.media_type);
+        let mut next = ids.first;
+        let mut take_id = || {
+            let id = next;
+            next += 1;
+            id
+        };
+        let (dps, err) = create_dps(me, &topo, &vol, &zones, want, &mut take_id).await;
+        if let Some((code, msg)) = err {
+            tracing::warn!(vol = %vol.name, code, %msg, "data partition growth fell short");
+        }
+        if dps.is_empty() {
+            continue;
+        }
+        let cmd = CubefsCommand::vol(VolCommand::AddDataPartitions {
+            vol: vol.name.clone(),
+            partitions: dps.clone(),
+        });
+        match propose0(me, cmd).await {
+            Ok(CubefsOutcome::Refused { .. }) => abandon_partitions(me, &[], &dps).await,
+            Ok(_) => tracing::info!(vol = %vol.name, added = dps.len(), "data partitions grown"),
+            Err(_) => {}
+        }
+    }
+}
+
 /// The leader's background work, every `interval_ms` while this node leads group 0 (start
-/// on shard 0): drops deleted volumes ([`drop_deleted_vols`]) and moves replicas off nodes
-/// being decommissioned. Both read their work from the table, so a new leader picks up the
-/// marks its predecessor left.
-pub async fn background_loop(me: Rc<Shard>, interval_ms: u64) {
+/// on shard 0): drops deleted volumes ([`drop_deleted_vols`]), moves replicas off nodes
+/// being decommissioned, sends pending deletes ([`marks_step`]) and grows volumes short of
+/// data partitions ([`grow_step`], every `growth_interval_ms`, 0 = never). All read their
+/// work from the table, so a new leader picks up what its predecessor left.
+pub async fn background_loop(me: Rc<Shard>, interval_ms: u64, growth_interval_ms: u64) {
     loop {
         monoio::time::sleep(std::time::Duration::from_millis(interval_ms)).await;
         if me.group.is_leader() {
             drop_deleted_vols(&me).await;
             super::partition_api::decommission_step(&me).await;
             marks_step(&me).await;
+            grow_step(&me, growth_interval_ms).await;
         }
     }
 }
@@ -1076,6 +1345,7 @@ pub fn routes(r: Router, shard: Rc<Shard>) -> Router {
     let r = add(r, s, "/dataPartition/get", true, dp_get);
     let r = add(r, s, "/metaPartition/get", true, mp_get);
     let r = add(r, s, "/dataPartition/create", false, dp_create);
+    let r = add(r, s, "/metaPartition/create", false, mp_create);
     let r = add(r, s, "/user/create", false, user_create);
     let r = add(r, s, "/user/info", true, user_info);
     let r = add(r, s, "/user/akInfo", true, user_ak_info);

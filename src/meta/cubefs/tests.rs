@@ -337,6 +337,42 @@ fn run_transcript(script: &str) -> String {
                 apply(&mut t, CubefsCommand::vol(cmd))
             }
             "marks" => show_marks(&t.cubefs).trim_end().to_string(),
+            // split VOL LAST END mp=ID:hosts... [mpstep=N]: new mps from END+1, N apart.
+            "split" => {
+                let end: u64 = w[3].parse().expect("end");
+                let step = num(&w, "mpstep", 10);
+                let specs: Vec<&str> = w.iter().filter_map(|x| x.strip_prefix("mp=")).collect();
+                let mut start = end.wrapping_add(1);
+                let mut new = Vec::new();
+                for (i, spec) in specs.iter().enumerate() {
+                    let (id, hosts, peers) = partition_spec(&t.cubefs, NodeRole::Meta, spec);
+                    let e = if i + 1 == specs.len() {
+                        u64::MAX >> 1
+                    } else {
+                        start + step - 1
+                    };
+                    new.push(volumes::MetaPartition {
+                        id,
+                        vol: w[1].into(),
+                        start,
+                        end: e,
+                        hosts,
+                        peers,
+                        status: 2,
+                        created_ms: now_ms,
+                    });
+                    start = e.wrapping_add(1);
+                }
+                apply(
+                    &mut t,
+                    CubefsCommand::vol(VolCommand::SplitMetaPartition {
+                        vol: w[1].into(),
+                        last: w[2].parse().expect("last"),
+                        end,
+                        new,
+                    }),
+                )
+            }
             "deluser" => apply(
                 &mut t,
                 CubefsCommand::vol(VolCommand::DeleteUser { id: w[1].into() }),
@@ -521,6 +557,11 @@ fn volumes_transcript() {
 #[test]
 fn replica_marks_transcript() {
     check_transcript("marks.txt");
+}
+
+#[test]
+fn meta_partition_split_transcript() {
+    check_transcript("split.txt");
 }
 
 #[test]

@@ -225,8 +225,22 @@ pub enum VolCommand {
     DeleteDone {
         replicas: Vec<ReplicaRef>,
     },
+    /// `/metaPartition/create` (§6): the volume's last meta partition `last` (open-ended)
+    /// now ends at `end`, and `new`, created on their nodes already, continue the inode
+    /// ranges from `end + 1`, the last of them open-ended.
+    SplitMetaPartition {
+        vol: String,
+        last: u64,
+        end: u64,
+        new: Vec<MetaPartition>,
+    },
     // New variants go last: the archived discriminant is the variant's position.
 }
+
+/// Meta partitions one `/metaPartition/create` adds at most (§4).
+pub const MP_CREATE_MAX: usize = 10;
+/// The end of the last meta partition's (open) inode range.
+pub const INODE_END: u64 = u64::MAX >> 1;
 
 /// Is `name` a volume name CubeFS accepts (`^[a-zA-Z0-9][a-zA-Z0-9_.-]{1,61}[a-zA-Z0-9]$`)?
 pub fn is_vol_name(name: &str) -> bool {
@@ -783,6 +797,12 @@ impl CubefsState {
                 }
                 CubefsOutcome::Done
             }
+            VolCommand::SplitMetaPartition {
+                vol,
+                last,
+                end,
+                new,
+            } => self.split_mp(vol, *last, *end, new),
             VolCommand::DeleteUser { id } => {
                 let Some(u) = self.vt.users.get(id) else {
                     return refuse(CODE_USER_NOT_EXISTS, "user not exists");
@@ -794,6 +814,68 @@ impl CubefsState {
                 CubefsOutcome::Done
             }
         }
+    }
+
+    fn split_mp(&mut self, vol: &str, last: u64, end: u64, new: &[MetaPartition]) -> CubefsOutcome {
+        let Some(v) = self.vt.vols.get(vol) else {
+            return refuse(CODE_VOL_NOT_EXISTS, "vol not exists");
+        };
+        if v.status == VOL_MARK_DELETE {
+            return refuse(CODE_VOL_DELETED, "vol has been deleted");
+        }
+        if new.is_empty() || new.len() > MP_CREATE_MAX {
+            return refuse(CODE_PARAM, format!("count must be in 1..{MP_CREATE_MAX}"));
+        }
+        let Some(cur) = self.vt.mps_of(vol).max_by_key(|m| m.start) else {
+            return refuse(CODE_MP_NOT_EXISTS, "the volume has no meta partition");
+        };
+        if cur.id != last || cur.end != INODE_END || end < cur.start || end >= INODE_END {
+            return refuse(
+                super::CODE_INTERNAL,
+                format!("meta partition {last} is not the open last one, or {end} is outside it"),
+            );
+        }
+        let have = self.vt.dps_of(vol).count() + self.vt.mps_of(vol).count();
+        if have + new.len() > PARTITIONS_PER_VOL_MAX
+            || self.vt.dps.len() + self.vt.mps.len() + new.len() > PARTITIONS_MAX
+        {
+            return refuse(super::CODE_INTERNAL, "too many partitions");
+        }
+        if !self.vt.partition_ids_free(&[], new)
+            || self
+                .vt
+                .vols
+                .values()
+                .any(|v| new.iter().any(|m| m.id == v.id))
+        {
+            return refuse(super::CODE_INTERNAL, "partition ids are taken or repeated");
+        }
+        let mut next = end.saturating_add(1);
+        for (i, m) in new.iter().enumerate() {
+            let is_last = i + 1 == new.len();
+            if m.vol != vol || m.start != next || m.end < m.start || is_last != (m.end == INODE_END)
+            {
+                return refuse(
+                    super::CODE_INTERNAL,
+                    format!("meta partition {} does not continue the inode ranges", m.id),
+                );
+            }
+            if let Err(e) = self.peers_ok(NodeRole::Meta, &m.hosts, &m.peers) {
+                return refuse(super::CODE_INTERNAL, e);
+            }
+            if let Some(e) = self.vt.deleting_any(NodeRole::Meta, m.id, &m.hosts) {
+                return refuse(super::CODE_INTERNAL, e);
+            }
+            next = m.end.saturating_add(1);
+        }
+        if let Some(m) = self.vt.mps.get_mut(&last) {
+            m.end = end;
+        }
+        for m in new {
+            self.vt.fulfil(NodeRole::Meta, m.id, &m.hosts);
+            self.vt.mps.insert(m.id, m.clone());
+        }
+        CubefsOutcome::Done
     }
 
     /// Checks a restored volume table against the registry (hosts registered, partitions
