@@ -8,12 +8,13 @@
 #     serving the very same reply body as a file, same run,
 #   - /dataPartition/get of perf1's partitions,
 #   - /admin/createVol of small volumes (3 data partitions each; CREATE_CONNS connections).
-# Growth of volumes to 10 data partitions is off (--cubefs-dp-growth-interval-ms 0) so the
-# loop does not create partitions during the measurements.
+# Meta replicas stay within one node set and 1,000 data nodes make 56 sets of 18, so the
+# default of 168 meta nodes gives every set three. Growth of volumes to 10 data partitions
+# is off (--cubefs-dp-growth-interval-ms 0): no partitions are created during measurements.
 # Prints a markdown table. Everything it starts, it stops by PID.
 #
 # Usage: nice -n -15 perf/cubefs-vol.sh
-# Knobs: DATA_NODES=1000 DATA_IPS=4 META_NODES=12 PARTITIONS=100000 VOL_DPS=1000
+# Knobs: DATA_NODES=1000 DATA_IPS=4 META_NODES=168 PARTITIONS=100000 VOL_DPS=1000
 #   SEED_VOL_DPS=1000 DURATION=15s CONNS=4 CREATE_CONNS=2 SKIP_BUILD=1 BASE_PORT=24300.
 #   Data nodes listen on 127.0.1.<k>:21000.., meta nodes on 127.0.2.<k>:22000...
 set -euo pipefail
@@ -21,7 +22,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DATA_NODES=${DATA_NODES:-1000}
 DATA_IPS=${DATA_IPS:-4}
-META_NODES=${META_NODES:-12}
+META_NODES=${META_NODES:-168}
 PARTITIONS=${PARTITIONS:-100000}
 VOL_DPS=${VOL_DPS:-1000}
 SEED_VOL_DPS=${SEED_VOL_DPS:-1000}

@@ -662,12 +662,84 @@ async fn client_mps(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
     .await
 }
 
+/// Volumes whose `/client/partitions` reply shard 0 keeps rendered at most.
+const PARTITIONS_CACHE_VOLS_MAX: usize = 1024;
+
+thread_local! {
+    /// Shard 0's rendered `/client/partitions` replies: volume → (the table's applied index
+    /// they were rendered at, the reply bytes). Every client polls this route and the table
+    /// rarely changes between polls, so a poll is a read barrier and a copy of the bytes.
+    static PARTITIONS_CACHE: RefCell<std::collections::HashMap<String, (u64, bytes::Bytes)>> =
+        RefCell::default();
+}
+
+#[derive(serde::Serialize)]
+struct Envelope<'a, T> {
+    code: i32,
+    msg: &'a str,
+    data: T,
+}
+
 async fn client_partitions(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
-    read_reply(me, ctx, |s, ctx| {
-        let v = vol_of(s, ctx)?;
-        vv::dp_views(s, v).ok_or((CODE_NO_DP, "no available data partition".into()))
-    })
-    .await
+    let enc = ctx.enc;
+    if enc.gzip {
+        return read_reply(me, ctx, |s, ctx| {
+            let v = vol_of(s, ctx)?;
+            vv::dp_views(s, v).ok_or((CODE_NO_DP, "no available data partition".into()))
+        })
+        .await;
+    }
+    let name = match ctx.params.required("name") {
+        Ok(n) => n.to_string(),
+        Err(e) => return param_fail(enc, &e),
+    };
+    let r = me
+        .run_on(0, move |s0: Rc<Shard>| async move {
+            use crate::replica::StateMachine;
+            s0.group.read_barrier().await?;
+            let st = s0.group.state();
+            let at = st.applied();
+            let hit = PARTITIONS_CACHE.with(|c| {
+                c.borrow()
+                    .get(&name)
+                    .filter(|(i, _)| *i == at)
+                    .map(|(_, b)| b.clone())
+            });
+            if let Some(b) = hit {
+                return Ok(Ok(b));
+            }
+            let cs = &st.cubefs;
+            let Some(v) = cs.vt.vols.get(&name) else {
+                return Ok(Err((CODE_VOL_NOT_EXISTS, "vol not exists".to_string())));
+            };
+            let Some(view) = vv::dp_views(cs, v) else {
+                return Ok(Err((CODE_NO_DP, "no available data partition".to_string())));
+            };
+            let env = Envelope {
+                code: 0,
+                msg: "success",
+                data: view,
+            };
+            let body = match serde_json::to_vec(&env) {
+                Ok(b) => bytes::Bytes::from(b),
+                Err(e) => return Ok(Err((CODE_INTERNAL, e.to_string()))),
+            };
+            PARTITIONS_CACHE.with(|c| {
+                let mut c = c.borrow_mut();
+                if c.len() >= PARTITIONS_CACHE_VOLS_MAX {
+                    c.clear();
+                }
+                c.insert(name, (at, body.clone()));
+            });
+            Ok(Ok(body))
+        })
+        .await
+        .unwrap_or(Err(crate::replica::GroupError::Overloaded));
+    match r {
+        Ok(Ok(body)) => mast_http::Response::bytes(200, "application/json", body),
+        Ok(Err((code, msg))) => fail(enc, code, &msg),
+        Err(e) => group_fail(enc, &e),
+    }
 }
 
 fn id_param(ctx: &Ctx) -> Result<u64, (i32, String)> {
