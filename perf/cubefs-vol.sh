@@ -1,28 +1,29 @@
 #!/usr/bin/env bash
 # CubeFS part 2 benchmark: one `mast server` (2 shards) as the master of DATA_NODES simulated
-# data nodes (spread over DATA_IPS loopback addresses, so three replicas never share an IP)
-# and META_NODES meta nodes. It seeds PARTITIONS data partitions (volume perf1 with VOL_DPS of
+# data nodes and META_NODES meta nodes (three zones, one loopback address each). It seeds PARTITIONS data partitions (volume perf1 with VOL_DPS of
 # them, the rest in seed volumes of SEED_VOL_DPS each), then measures with mast-load, closed
 # loop, CONNS connections, DURATION each:
 #   - /client/partitions?name=perf1 (the hottest read), and nginx (1 worker, gzip off)
 #     serving the very same reply body as a file, same run,
 #   - /dataPartition/get of perf1's partitions,
 #   - /admin/createVol of small volumes (3 data partitions each; CREATE_CONNS connections).
-# Meta replicas stay within one node set and 1,000 data nodes make 56 sets of 18, so the
-# default of 168 meta nodes gives every set three. Growth of volumes to 10 data partitions
-# is off (--cubefs-dp-growth-interval-ms 0): no partitions are created during measurements.
+# Each simulating process registers its nodes in a burst, so a node set (18 nodes) holds
+# nodes of one IP; the three zones z1..z3 (one IP each for data and for meta nodes) and
+# cross-zone volumes (one replica per zone) keep replicas on distinct IPs. Growth of volumes
+# to 10 data partitions is off (--cubefs-dp-growth-interval-ms 0): no partitions are created
+# during the measurements.
 # Prints a markdown table. Everything it starts, it stops by PID.
 #
 # Usage: nice -n -15 perf/cubefs-vol.sh
-# Knobs: DATA_NODES=1000 DATA_IPS=4 META_NODES=168 PARTITIONS=100000 VOL_DPS=1000
+# Knobs: DATA_NODES=1000 META_NODES=12 PARTITIONS=100000 VOL_DPS=1000
 #   SEED_VOL_DPS=1000 DURATION=15s CONNS=4 CREATE_CONNS=2 SKIP_BUILD=1 BASE_PORT=24300.
 #   Data nodes listen on 127.0.1.<k>:21000.., meta nodes on 127.0.2.<k>:22000...
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DATA_NODES=${DATA_NODES:-1000}
-DATA_IPS=${DATA_IPS:-4}
-META_NODES=${META_NODES:-168}
+DATA_IPS=3
+META_NODES=${META_NODES:-12}
 PARTITIONS=${PARTITIONS:-100000}
 VOL_DPS=${VOL_DPS:-1000}
 SEED_VOL_DPS=${SEED_VOL_DPS:-1000}
@@ -62,13 +63,13 @@ done
 
 per_ip=$(((DATA_NODES + DATA_IPS - 1) / DATA_IPS))
 for k in $(seq 1 "$DATA_IPS"); do
-    "$MAST" node --role data --master "$HTTP" --simulate "$per_ip" --listen "127.0.1.$k:21000" \
+    "$MAST" node --role data --master "$HTTP" --simulate "$per_ip" --listen "127.0.1.$k:21000" --zone "z$k" \
         --capacity-gb 1000000 --data-dir "$RUN/data-$k" >"$RUN/data-$k.log" 2>&1 &
     PIDS+=($!)
 done
 meta_per_ip=$(((META_NODES + 2) / 3))
 for k in 1 2 3; do
-    "$MAST" node --role meta --master "$HTTP" --simulate "$meta_per_ip" --listen "127.0.2.$k:22000" \
+    "$MAST" node --role meta --master "$HTTP" --simulate "$meta_per_ip" --listen "127.0.2.$k:22000" --zone "z$k" \
         --capacity-gb 1024 --data-dir "$RUN/meta-$k" >"$RUN/meta-$k.log" 2>&1 &
     PIDS+=($!)
 done
@@ -103,7 +104,7 @@ cubefs() {
 fill() {
     local vol=$1 n=$2 first=$(( $2 < 200 ? $2 : 200 ))
     first=$(( first < 3 ? 3 : first ))
-    cubefs "/admin/createVol?name=$vol&owner=perf&capacity=100000&dpCount=$first"
+    cubefs "/admin/createVol?name=$vol&owner=perf&capacity=100000&dpCount=$first&crossZone=true"
     local have=$first short=0 body made
     while [ "$have" -lt "$n" ]; do
         local c=$(( n - have < 100 ? n - have : 100 ))
@@ -171,7 +172,8 @@ load() { # load NAME ARGS...: one closed-loop run, JSON in $RUN/NAME.json
 load partitions --target "$HTTP" -c "$CONNS" --workload cubefs-client-partitions --cubefs-vol perf1
 load nginx --target "$NGINX" -c "$CONNS" --method GET --path /client/partitions
 load dpget --target "$HTTP" -c "$CONNS" --workload cubefs-dp-get --cubefs-vol perf1
-load createvol --target "$HTTP" -c "$CREATE_CONNS" --workload cubefs-create-vol --key-prefix "p$$"
+load createvol --target "$HTTP" -c "$CREATE_CONNS" --workload cubefs-create-vol --key-prefix "p$$" \
+    --cubefs-create-args "owner=perf&capacity=10&dpCount=3&crossZone=true"
 
 python3 - "$RUN" "$DATA_NODES" "$PARTITIONS" "$VOL_DPS" "$BODY_BYTES" <<'PY'
 import json, sys

@@ -31,6 +31,8 @@ pub struct CubefsWorkloadSpec {
     pub vol: String,
     /// Prefix of created volume names, so runs do not collide (letters and digits).
     pub prefix: String,
+    /// The rest of `/admin/createVol`'s query (owner, capacity, counts, zones).
+    pub create_args: String,
 }
 
 impl WorkloadFactory for CubefsWorkloadSpec {
@@ -98,8 +100,8 @@ impl Workload for CubefsWorkload {
         match self.spec.op {
             CubefsOp::CreateVol => {
                 let path = format!(
-                    "/admin/createVol?name={}c{}n{seq}&owner=perf&capacity=10&dpCount=3",
-                    self.spec.prefix, self.conn.index
+                    "/admin/createVol?name={}c{}n{seq}&{}",
+                    self.spec.prefix, self.conn.index, self.spec.create_args
                 );
                 render_get(out, host, &path);
             }
@@ -177,6 +179,7 @@ mod tests {
             op: CubefsOp::CreateVol,
             vol: "v".into(),
             prefix: "p7".into(),
+            create_args: "owner=perf&capacity=10".into(),
         };
         let mut w = spec.build(conn());
         let mut out = Vec::new();
@@ -201,6 +204,7 @@ mod tests {
             op: CubefsOp::DpGet,
             vol: "v1".into(),
             prefix: String::new(),
+            create_args: String::new(),
         };
         let mut w = spec.build(conn());
         let mut out = Vec::new();
@@ -231,6 +235,7 @@ mod tests {
             op: CubefsOp::DpGet,
             vol: "v1".into(),
             prefix: String::new(),
+            create_args: String::new(),
         };
         let mut w = spec.build(conn());
         let mut out = Vec::new();

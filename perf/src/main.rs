@@ -135,6 +135,9 @@ struct Args {
     /// The volume the cubefs-client-partitions and cubefs-dp-get workloads read.
     #[arg(long, default_value = "perf1")]
     cubefs_vol: String,
+    /// The cubefs-create-vol workload's /admin/createVol query after the name.
+    #[arg(long, default_value = "owner=perf&capacity=10&dpCount=3")]
+    cubefs_create_args: String,
     /// Write every key of the key set once before the run (not measured).
     #[arg(long)]
     preload: bool,
@@ -257,6 +260,7 @@ fn build_workload(args: &Args) -> Result<Built, String> {
             op,
             vol: args.cubefs_vol.clone(),
             prefix: format!("{}{}", args.key_prefix, args.seed),
+            create_args: args.cubefs_create_args.clone(),
         };
         return Ok((Arc::new(spec), None, None));
     }
