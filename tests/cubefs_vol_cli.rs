@@ -523,7 +523,6 @@ fn vol_dp_hosts(c: &mut HttpClient, vol: &str) -> BTreeMap<u64, Vec<String>> {
 /// the table), no partition drops below its replicas, and the interrupted volume either
 /// exists whole (every partition on hosts that hold it) or not at all.
 #[test]
-#[ignore = "known leak (issue 14): in about 1 run of 7 a replica removal committed just before the leader was killed, and its delete task (leader memory) died with it, so the old host keeps the replica; run with --ignored"]
 fn leader_killed_mid_decommission_and_creation() {
     let mut cluster = Cluster::start(ClusterOptions::new(3, 2)).expect("cluster starts");
     let leader = cluster.wait_for_leaders(LEADER_TIMEOUT).expect("leaders")[0];
@@ -605,4 +604,117 @@ fn leader_killed_mid_decommission_and_creation() {
     } else {
         assert_eq!(code, 7);
     }
+}
+
+/// Meta partitions of `vol` as `/client/metaPartitions` lists them: (id, start, end, hosts).
+fn vol_mps(c: &mut HttpClient, vol: &str) -> Vec<(u64, u64, u64, Vec<String>)> {
+    let view = ok_data(c, &format!("/client/metaPartitions?name={vol}"));
+    let mut mps: Vec<_> = view
+        .as_array()
+        .expect("mps")
+        .iter()
+        .map(|m| {
+            let hosts = m["Members"]
+                .as_array()
+                .expect("members")
+                .iter()
+                .filter_map(|h| h.as_str().map(String::from))
+                .collect();
+            (
+                m["PartitionID"].as_u64().expect("id"),
+                m["Start"].as_u64().expect("start"),
+                m["End"].as_u64().expect("end"),
+                hosts,
+            )
+        })
+        .collect();
+    mps.sort_by_key(|m| m.1);
+    mps
+}
+
+/// A new 3-partition volume is topped up to 10 read-write data partitions by the leader's
+/// loop (on real hosts that hold them); `/metaPartition/create` cuts the last meta partition
+/// and appends new ones that continue the inode ranges; a removed replica is deleted from its
+/// node through the table's pending-delete mark.
+#[test]
+fn partitions_grow_split_and_removed_replicas_go() {
+    let opts = ClusterOptions::new(3, 2).arg("--cubefs-dp-growth-interval-ms", 1000);
+    let cluster = Cluster::start(opts).expect("cluster starts");
+    let leader = cluster.wait_for_leaders(LEADER_TIMEOUT).expect("leaders")[0];
+    let masters: Vec<String> = cluster
+        .node_ids()
+        .into_iter()
+        .map(|id| cluster.http_addr(id).to_string())
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = start_agents_at(&masters.join(","), dir.path(), IP_BASE + 20);
+    let mut c = HttpClient::new(cluster.http_addr(leader), IO_TIMEOUT);
+    wait_all_active(&mut c);
+    ok_data(
+        &mut c,
+        "/admin/createVol?name=grow1&owner=alice&capacity=10&crossZone=true&dpCount=3",
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dps = loop {
+        let dps = vol_dp_hosts(&mut c, "grow1");
+        assert!(dps.len() <= 10, "grew past 10: {}", dps.len());
+        if dps.len() == 10 {
+            break dps;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "grow1 has {} data partitions, not 10",
+            dps.len()
+        );
+        thread::sleep(Duration::from_millis(200));
+    };
+    let held = agent_partitions(&agents.data_controls);
+    for (id, hosts) in &dps {
+        let distinct: BTreeSet<&String> = hosts.iter().collect();
+        assert_eq!(distinct.len(), 3, "dp {id} hosts {hosts:?}");
+        for h in hosts {
+            assert!(held[h].contains(id), "{h} lacks grown dp {id}");
+        }
+    }
+
+    // Meta partitions: 3 at creation; 2 more cut from the last one.
+    let before = vol_mps(&mut c, "grow1");
+    assert_eq!(before.len(), 3);
+    let (code, _, _) = call(&mut c, "/metaPartition/create?name=grow1&count=11");
+    assert_eq!(code, 2, "count over 10 is a parameter error");
+    let (code, msg, _) = call(&mut c, "/metaPartition/create?name=grow1&count=2");
+    assert_eq!(code, 0, "metaPartition/create: {msg}");
+    let after = vol_mps(&mut c, "grow1");
+    assert_eq!(after.len(), 5, "{after:?}");
+    assert_eq!(after[0].1, 0);
+    for w in after.windows(2) {
+        assert_eq!(w[1].1, w[0].2 + 1, "ranges do not continue: {after:?}");
+    }
+    let last = &before[2];
+    assert_eq!(after[2].0, last.0);
+    assert_eq!(after[2].2, last.1 + (1 << 22), "cut at MaxInodeID + step");
+    assert_eq!(after[4].2, u64::MAX >> 1, "the last one is open-ended");
+    let held = agent_partitions(&agents.meta_controls);
+    for (id, _, _, hosts) in &after[3..] {
+        assert_eq!(hosts.len(), 3);
+        for h in hosts {
+            assert!(held[h].contains(id), "{h} lacks new mp {id}");
+        }
+    }
+
+    // A replica removed over HTTP leaves its node (the delete is a table mark).
+    let (id, hosts) = dps.iter().next().expect("a dp");
+    let gone = hosts[0].clone();
+    ok_data(&mut c, &format!("/dataReplica/delete?id={id}&addr={gone}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agent_partitions(&agents.data_controls)[&gone].contains(id) {
+        assert!(
+            Instant::now() < deadline,
+            "{gone} still holds dp {id} after its removal"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    let now = vol_dp_hosts(&mut c, "grow1");
+    assert_eq!(now[id].len(), 2);
+    assert!(!now[id].contains(&gone));
 }

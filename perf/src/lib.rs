@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod client;
+pub mod cubefs;
 pub mod http;
 pub mod milvus;
 pub mod plot;

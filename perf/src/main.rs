@@ -12,6 +12,7 @@ use clap::{Parser, ValueEnum};
 
 use mast_load::api::{EtcdApi, KvApi, MastApi};
 use mast_load::client::{run, RunConfig, RunResult, TargetMode};
+use mast_load::cubefs::{CubefsOp, CubefsWorkloadSpec};
 use mast_load::http::RequestTemplate;
 use mast_load::milvus::{MilvusOp, MilvusWorkloadSpec};
 use mast_load::plot;
@@ -44,6 +45,12 @@ enum WorkloadArg {
     MilvusPartition,
     /// Milvus: collections/describe of one collection per connection.
     MilvusDescribe,
+    /// CubeFS: /admin/createVol of a new small volume (3 data partitions) per request.
+    CubefsCreateVol,
+    /// CubeFS: /client/partitions of --cubefs-vol.
+    CubefsClientPartitions,
+    /// CubeFS: /dataPartition/get of --cubefs-vol's partitions in turn.
+    CubefsDpGet,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -125,6 +132,12 @@ struct Args {
     /// Prefix of every key.
     #[arg(long, default_value = "k")]
     key_prefix: String,
+    /// The volume the cubefs-client-partitions and cubefs-dp-get workloads read.
+    #[arg(long, default_value = "perf1")]
+    cubefs_vol: String,
+    /// The cubefs-create-vol workload's /admin/createVol query after the name.
+    #[arg(long, default_value = "owner=perf&capacity=10&dpCount=3")]
+    cubefs_create_args: String,
     /// Write every key of the key set once before the run (not measured).
     #[arg(long)]
     preload: bool,
@@ -236,6 +249,21 @@ fn build_workload(args: &Args) -> Result<Built, String> {
         };
         return Ok((Arc::new(spec), None, None));
     }
+    let cubefs = match args.workload {
+        WorkloadArg::CubefsCreateVol => Some(CubefsOp::CreateVol),
+        WorkloadArg::CubefsClientPartitions => Some(CubefsOp::ClientPartitions),
+        WorkloadArg::CubefsDpGet => Some(CubefsOp::DpGet),
+        _ => None,
+    };
+    if let Some(op) = cubefs {
+        let spec = CubefsWorkloadSpec {
+            op,
+            vol: args.cubefs_vol.clone(),
+            prefix: format!("{}{}", args.key_prefix, args.seed),
+            create_args: args.cubefs_create_args.clone(),
+        };
+        return Ok((Arc::new(spec), None, None));
+    }
     if let WorkloadArg::Tso | WorkloadArg::Ids = args.workload {
         let spec = BatchWorkloadSpec {
             kind: if args.workload == WorkloadArg::Tso {
@@ -294,7 +322,10 @@ fn build_workload(args: &Args) -> Result<Built, String> {
         | WorkloadArg::Ids
         | WorkloadArg::MilvusCreateDrop
         | WorkloadArg::MilvusPartition
-        | WorkloadArg::MilvusDescribe => {
+        | WorkloadArg::MilvusDescribe
+        | WorkloadArg::CubefsCreateVol
+        | WorkloadArg::CubefsClientPartitions
+        | WorkloadArg::CubefsDpGet => {
             unreachable!("handled above")
         }
     };

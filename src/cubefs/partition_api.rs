@@ -14,9 +14,11 @@ use mast_http::{Response, Router};
 use super::api::{add, group_fail, propose0, read0, state_with_live, Ctx};
 use super::dialect::{fail, ok};
 use super::live::LiveMap;
-use super::tasks::{create_on_all, delete_on_node, member_change, CreateOnNode};
+use super::tasks::{abandon, create_on_all, delete_now, member_change, replicas_of, CreateOnNode};
 use super::vol_api::{place_for, topology};
-use crate::meta::cubefs::volumes::{Peer, VolCommand, CODE_DP_NOT_EXISTS, CODE_MP_NOT_EXISTS};
+use crate::meta::cubefs::volumes::{
+    Peer, ReplicaRef, VolCommand, CODE_DP_NOT_EXISTS, CODE_MP_NOT_EXISTS,
+};
 use crate::meta::cubefs::{
     CubefsCommand, CubefsOutcome, CubefsState, NodeRole, CODE_DATA_NODE_NOT_EXISTS, CODE_INTERNAL,
     CODE_META_NODE_NOT_EXISTS, CODE_PARAM,
@@ -146,7 +148,11 @@ async fn add_replica(me: &Rc<Shard>, p: &Part, new: Peer) -> Result<Part, (i32, 
     });
     match propose0(me, cmd).await {
         Ok(CubefsOutcome::Refused { code, msg }) => {
-            delete_on_node(me, p.role, &new.addr, p.id).await;
+            abandon(
+                me,
+                replicas_of(p.role, p.id, std::slice::from_ref(&new.addr)),
+            )
+            .await;
             Err((code, msg))
         }
         Ok(_) => Ok(Part {
@@ -158,8 +164,8 @@ async fn add_replica(me: &Rc<Shard>, p: &Part, new: Peer) -> Result<Part, (i32, 
     }
 }
 
-/// Removes the replica on `addr`: member change on a remaining replica, the new host list,
-/// then an async delete on the removed host.
+/// Removes the replica on `addr`: member change on a remaining replica, the new host list
+/// (which records the pending delete), then the delete on the removed host.
 async fn remove_replica(me: &Rc<Shard>, p: &Part, addr: &str) -> Result<(), (i32, String)> {
     let Some(gone) = p.peers.iter().find(|x| x.addr == addr).cloned() else {
         return Err((
@@ -190,7 +196,14 @@ async fn remove_replica(me: &Rc<Shard>, p: &Part, addr: &str) -> Result<(), (i32
     match propose0(me, cmd).await {
         Ok(CubefsOutcome::Refused { code, msg }) => Err((code, msg)),
         Ok(_) => {
-            delete_on_node(me, p.role, addr, p.id).await;
+            // The entry that dropped the host recorded the pending delete; sending it now
+            // is only quicker than waiting for the loop, which retries it if this fails.
+            let r = ReplicaRef {
+                role: p.role,
+                id: p.id,
+                addr: addr.to_string(),
+            };
+            delete_now(me, r).await;
             Ok(())
         }
         Err(e) => Err((CODE_INTERNAL, e.to_string())),
@@ -441,6 +454,13 @@ async fn node_decommission_progress(me: Rc<Shard>, ctx: Ctx) -> Response {
 /// [`MOVES_PER_NODE_PER_ROUND`] of its replicas move (add on a new host, then remove).
 /// A move that fails is retried next round.
 pub async fn decommission_step(me: &Rc<Shard>) {
+    // Most rounds have nothing to do: do not copy the whole table for them.
+    if read0(me, |s| s.vt.decommissioning.is_empty())
+        .await
+        .unwrap_or(true)
+    {
+        return;
+    }
     let Ok((state, live)) = state_with_live(me).await else {
         return;
     };

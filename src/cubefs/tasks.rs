@@ -1,12 +1,27 @@
 //! The seam to the admin task manager (`crate::admintask`): create a partition on a node
 //! with a sync task and wait for its answer; delete one with an async task (§8).
+//!
+//! Replica creations and removals are bracketed by marks in the table
+//! ([`VolCommand::IntendCreate`] before create tasks go out; a removed host becomes a pending
+//! delete in the same entry that drops it), and [`marks_step`], run by whichever node leads
+//! group 0, turns a dead leader's intents into deletes and sends every pending delete until
+//! its node confirms. So nothing a killed leader was creating or removing stays on a node.
 
 use std::rc::Rc;
 
+use super::api::{propose0, read0};
 use crate::admintask::{self, proto::op, AdminTask, TaskRequest};
-use crate::meta::cubefs::volumes::Peer;
-use crate::meta::cubefs::NodeRole;
+use crate::meta::cubefs::volumes::{
+    Intent, Peer, ReplicaRef, VolCommand, REPLICAS_PER_COMMAND_MAX,
+};
+use crate::meta::cubefs::{CubefsCommand, CubefsOutcome, NodeRole};
 use crate::node::shard::Shard;
+
+/// Pending deletes sent per loop round (sync tasks, all at once): bounds the round's work.
+const DELETES_PER_ROUND_MAX: usize = 64;
+/// An intent of the current leader's own term this old is abandoned too: the route that made
+/// it failed to record or roll it back (no creation takes minutes; sync tasks time out).
+const INTENT_TTL_MS: u64 = 300_000;
 
 /// A partition to create on one node.
 #[derive(Debug, Clone)]
@@ -88,52 +103,86 @@ pub async fn create_on_node(me: &Rc<Shard>, c: CreateOnNode) -> Result<(), Strin
         .map_err(|e| format!("create partition {} on {}: {e}", c.partition_id, c.addr))
 }
 
-/// Queues an async delete task for a partition replica on a node (fire and forget: the
-/// task map retries and the node answers through `/…/response`).
-pub async fn delete_on_node(me: &Rc<Shard>, role: NodeRole, addr: &str, partition_id: u64) {
-    let task = AdminTask::new(
-        delete_op(role),
-        addr,
-        Some(partition_id),
-        TaskRequest::DeletePartition { partition_id },
-        now_unix_s(),
-    );
-    let _ = admintask::queue_from(me, task).await;
+/// Partitions whose creates run at once (each a sync task per replica).
+const CREATES_IN_FLIGHT_MAX: usize = 32;
+
+/// Creates the partition on every host at once, after recording the intent; on any failure
+/// the intent is abandoned (the loop deletes what did land) and the first error returned.
+pub async fn create_on_all(me: &Rc<Shard>, creates: Vec<CreateOnNode>) -> Result<(), String> {
+    create_batch(me, vec![creates])
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or(Ok(()))
 }
 
-/// Creates the partition on every host at once; on any failure, deletes it from the hosts
-/// that succeeded and returns the first error.
-pub async fn create_on_all(me: &Rc<Shard>, creates: Vec<CreateOnNode>) -> Result<(), String> {
-    let mut handles = Vec::with_capacity(creates.len());
-    for c in creates {
-        let me2 = me.clone();
-        let key = (c.role, c.addr.clone(), c.partition_id);
-        handles.push((
-            key,
-            monoio::spawn(async move { create_on_node(&me2, c).await }),
-        ));
+/// Creates several partitions (each a list of creates, one per replica) under one recorded
+/// intent: one raft commit for the batch, then the creates, up to [`CREATES_IN_FLIGHT_MAX`]
+/// partitions at a time. Each partition's result comes back in order; a failed partition's
+/// replicas are abandoned (deleted by the loop). Err when the intent could not be recorded
+/// (nothing was sent then).
+pub async fn create_batch(
+    me: &Rc<Shard>,
+    parts: Vec<Vec<CreateOnNode>>,
+) -> Result<Vec<Result<(), String>>, String> {
+    let replicas: Vec<ReplicaRef> = parts
+        .iter()
+        .flatten()
+        .map(|c| ReplicaRef {
+            role: c.role,
+            id: c.partition_id,
+            addr: c.addr.clone(),
+        })
+        .collect();
+    if replicas.is_empty() {
+        return Ok(parts.iter().map(|_| Ok(())).collect());
     }
-    let mut done = Vec::new();
-    let mut first_err = None;
-    for (key, h) in handles {
-        match h.await {
-            Ok(()) => done.push(key),
-            Err(e) => {
-                if first_err.is_none() {
-                    first_err = Some(e);
+    for chunk in replicas.chunks(REPLICAS_PER_COMMAND_MAX) {
+        intend(me, chunk.to_vec()).await?;
+    }
+    let mut results = Vec::with_capacity(parts.len());
+    let mut failed = Vec::new();
+    let mut parts = parts.into_iter().peekable();
+    while parts.peek().is_some() {
+        let mut handles = Vec::new();
+        for creates in parts.by_ref().take(CREATES_IN_FLIGHT_MAX) {
+            let mine: Vec<ReplicaRef> = creates
+                .iter()
+                .map(|c| ReplicaRef {
+                    role: c.role,
+                    id: c.partition_id,
+                    addr: c.addr.clone(),
+                })
+                .collect();
+            let per_host: Vec<_> = creates
+                .into_iter()
+                .map(|c| {
+                    let me2 = me.clone();
+                    monoio::spawn(async move { create_on_node(&me2, c).await })
+                })
+                .collect();
+            handles.push((mine, per_host));
+        }
+        for (mine, per_host) in handles {
+            let mut first_err = None;
+            for h in per_host {
+                if let Err(e) = h.await {
+                    first_err.get_or_insert(e);
+                }
+            }
+            match first_err {
+                None => results.push(Ok(())),
+                Some(e) => {
+                    failed.extend(mine);
+                    results.push(Err(e));
                 }
             }
         }
     }
-    match first_err {
-        None => Ok(()),
-        Some(e) => {
-            for (role, addr, pid) in done {
-                delete_on_node(me, role, &addr, pid).await;
-            }
-            Err(e)
-        }
+    if !failed.is_empty() {
+        abandon(me, failed).await;
     }
+    Ok(results)
 }
 
 /// Sends a sync raft member change (add when `add`, else remove `peer`) for a partition to
@@ -172,4 +221,188 @@ pub async fn member_change(
         .await
         .map(|_| ())
         .map_err(|e| format!("member change of partition {partition_id} on {leader_addr}: {e}"))
+}
+
+/// The term group 0's leader on this node leads (with an entry of it applied), if it does.
+pub async fn leader_term(me: &Rc<Shard>) -> Option<u64> {
+    me.run_on(0, |s: Rc<Shard>| async move { s.group.leader_ready_term() })
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Records that `replicas` are about to be created (before any create task goes out).
+pub async fn intend(me: &Rc<Shard>, replicas: Vec<ReplicaRef>) -> Result<(), String> {
+    let term = leader_term(me)
+        .await
+        .ok_or_else(|| "this node does not lead group 0".to_string())?;
+    let cmd = CubefsCommand::vol(VolCommand::IntendCreate {
+        replicas,
+        intent: Intent {
+            term,
+            since_ms: super::dialect::now_ms(),
+        },
+    });
+    match propose0(me, cmd).await {
+        Ok(CubefsOutcome::Refused { msg, .. }) => Err(msg),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The intended creations did not land: they become pending deletes. A failure here is
+/// logged only; [`marks_step`] abandons the intents later.
+pub async fn abandon(me: &Rc<Shard>, replicas: Vec<ReplicaRef>) {
+    for chunk in replicas.chunks(REPLICAS_PER_COMMAND_MAX) {
+        let cmd = CubefsCommand::vol(VolCommand::AbandonCreate {
+            replicas: chunk.to_vec(),
+        });
+        if let Err(e) = propose0(me, cmd).await {
+            tracing::warn!(error = %e, "abandoning creation intents failed; the loop retries");
+        }
+    }
+}
+
+/// The replicas of a partition placed on `hosts`.
+pub fn replicas_of(role: NodeRole, id: u64, hosts: &[String]) -> Vec<ReplicaRef> {
+    hosts
+        .iter()
+        .map(|h| ReplicaRef {
+            role,
+            id,
+            addr: h.clone(),
+        })
+        .collect()
+}
+
+/// Sends a delete task for `r` and waits for the node's result.
+async fn delete_sync(me: &Rc<Shard>, r: &ReplicaRef) -> Result<(), String> {
+    let task = AdminTask::new(
+        delete_op(r.role),
+        &r.addr,
+        Some(r.id),
+        TaskRequest::DeletePartition { partition_id: r.id },
+        now_unix_s(),
+    );
+    admintask::send_sync_from(me, task)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("delete partition {} on {}: {e}", r.id, r.addr))
+}
+
+/// Sends the pending delete of `r` and clears its mark once the node confirms; a failure
+/// leaves the mark to [`marks_step`].
+pub async fn delete_now(me: &Rc<Shard>, r: ReplicaRef) {
+    match delete_sync(me, &r).await {
+        Ok(()) => {
+            let cmd = CubefsCommand::vol(VolCommand::DeleteDone { replicas: vec![r] });
+            let _ = propose0(me, cmd).await;
+        }
+        Err(e) => tracing::warn!(error = %e, "pending delete failed; the loop retries"),
+    }
+}
+
+/// One round of the replica marks (group 0's leader): intents of an earlier term (or stale)
+/// become pending deletes; up to [`DELETES_PER_ROUND_MAX`] pending deletes on active nodes
+/// are sent as sync tasks, and the confirmed ones, with those of unregistered nodes, are
+/// cleared. An inactive node keeps its marks until it is back.
+pub async fn marks_step(me: &Rc<Shard>) {
+    let Some(term) = leader_term(me).await else {
+        return;
+    };
+    let now = super::dialect::now_ms();
+    let scan = read0(me, move |s| {
+        if s.vt.creating.is_empty() && s.vt.deleting.is_empty() {
+            return None;
+        }
+        let stale: Vec<ReplicaRef> =
+            s.vt.creating
+                .iter()
+                .filter(|(_, i)| i.term < term || now.saturating_sub(i.since_ms) > INTENT_TTL_MS)
+                .map(|(r, _)| r.clone())
+                .take(REPLICAS_PER_COMMAND_MAX)
+                .collect();
+        let (known, gone): (Vec<ReplicaRef>, Vec<ReplicaRef>) =
+            s.vt.deleting
+                .iter()
+                .take(REPLICAS_PER_COMMAND_MAX)
+                .cloned()
+                .partition(|r| s.node(r.role, &r.addr).is_some());
+        Some((stale, known, gone))
+    })
+    .await;
+    let Ok(Some((stale, known, mut done))) = scan else {
+        return;
+    };
+    if !stale.is_empty() {
+        tracing::info!(
+            replicas = stale.len(),
+            "abandoning creation intents of an earlier leader"
+        );
+        abandon(me, stale).await;
+    }
+    let nodes: Vec<(NodeRole, String)> = known
+        .iter()
+        .map(|r| (r.role, r.addr.clone()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let live = super::live::gather(me, nodes).await;
+    let mut handles = Vec::new();
+    for r in known
+        .into_iter()
+        .filter(|r| {
+            live.get(&(r.role, r.addr.clone()))
+                .is_some_and(|l| l.is_active)
+        })
+        .take(DELETES_PER_ROUND_MAX)
+    {
+        let me2 = me.clone();
+        handles.push(monoio::spawn(async move {
+            let res = delete_sync(&me2, &r).await;
+            (r, res)
+        }));
+    }
+    for h in handles {
+        match h.await {
+            (r, Ok(())) => done.push(r),
+            (r, Err(e)) => {
+                tracing::warn!(partition = r.id, node = %r.addr, error = %e, "pending delete failed; retried next round")
+            }
+        }
+    }
+    if !done.is_empty() {
+        let _ = propose0(
+            me,
+            CubefsCommand::vol(VolCommand::DeleteDone { replicas: done }),
+        )
+        .await;
+    }
+}
+
+/// Sets the end of a meta partition's inode range on one of its replicas (sync task).
+pub async fn update_mp_end(
+    me: &Rc<Shard>,
+    addr: &str,
+    partition_id: u64,
+    vol: &str,
+    start: u64,
+    end: u64,
+) -> Result<(), String> {
+    let task = AdminTask::new(
+        op::UPDATE_META_PARTITION,
+        addr,
+        Some(partition_id),
+        TaskRequest::UpdateMetaPartition {
+            partition_id,
+            vol_name: vol.to_string(),
+            start,
+            end,
+        },
+        now_unix_s(),
+    );
+    admintask::send_sync_from(me, task)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("update meta partition {partition_id} on {addr}: {e}"))
 }

@@ -19,13 +19,13 @@ use super::dialect::{fail, now_ms, ok, param_fail};
 use super::live::LiveMap;
 use super::md5;
 use super::placement::{self, Cand, Cursors, SetInfo, Topology, Want, ZoneInfo};
-use super::tasks::{create_on_all, delete_on_node, CreateOnNode};
+use super::tasks::{abandon, create_batch, marks_step, replicas_of, update_mp_end, CreateOnNode};
 use super::views::{is_writable, live_of};
 use super::vol_views as vv;
 use crate::meta::cubefs::volumes::{
     is_user_id, is_vol_name, DataPartition, MetaPartition, Peer, User, VolCommand, VolUpdate,
     Volume, CODE_DP_NOT_EXISTS, CODE_DUPLICATE_VOL, CODE_MP_NOT_EXISTS, CODE_USER_NOT_EXISTS,
-    CODE_VOL_NOT_EXISTS, PARTITION_READ_WRITE, USER_NORMAL, VOL_MARK_DELETE,
+    CODE_VOL_NOT_EXISTS, MP_CREATE_MAX, PARTITION_READ_WRITE, USER_NORMAL, VOL_MARK_DELETE,
 };
 use crate::meta::cubefs::{
     CubefsCommand, CubefsOutcome, CubefsState, NodeRole, CODE_INTERNAL, CODE_PARAM, ZONE_DEFAULT,
@@ -201,15 +201,13 @@ fn normalise_zones(
     Ok(named)
 }
 
-/// Creates one data partition on its hosts (sync tasks) and returns its record.
-#[allow(clippy::too_many_arguments)]
-async fn create_dp(
-    me: &Rc<Shard>,
+/// Places one data partition: its record and the create task of each replica.
+fn plan_dp(
     topo: &Topology,
     vol: &Volume,
     zones: &[String],
     id: u64,
-) -> Result<DataPartition, (i32, String)> {
+) -> Result<(DataPartition, Vec<CreateOnNode>), (i32, String)> {
     let want = Want {
         role: NodeRole::Data,
         replicas: vol.dp_replica_num as usize,
@@ -233,10 +231,7 @@ async fn create_dp(
             members: peers.clone(),
         })
         .collect();
-    create_on_all(me, creates)
-        .await
-        .map_err(|e| (CODE_INTERNAL, e))?;
-    Ok(DataPartition {
+    let dp = DataPartition {
         id,
         vol: vol.name.clone(),
         replica_num: vol.dp_replica_num,
@@ -245,20 +240,59 @@ async fn create_dp(
         status: PARTITION_READ_WRITE,
         media_type: vol.media_type,
         created_ms: vol.created_ms,
-    })
+    };
+    Ok((dp, creates))
 }
 
-async fn delete_partitions(me: &Rc<Shard>, mps: &[MetaPartition], dps: &[DataPartition]) {
-    for m in mps {
-        for h in &m.hosts {
-            delete_on_node(me, NodeRole::Meta, h, m.id).await;
+/// Places `want` data partitions with the ids `take_id` hands out and creates them
+/// (one intent, creates in parallel); returns the ones that landed and the last error.
+/// Placement failing stops early (no room left).
+async fn create_dps(
+    me: &Rc<Shard>,
+    topo: &Topology,
+    vol: &Volume,
+    zones: &[String],
+    want: usize,
+    take_id: &mut dyn FnMut() -> u64,
+) -> (Vec<DataPartition>, Option<(i32, String)>) {
+    let mut planned = Vec::new();
+    let mut err = None;
+    for _ in 0..want {
+        match plan_dp(topo, vol, zones, take_id()) {
+            Ok(p) => planned.push(p),
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
         }
+    }
+    let (records, creates): (Vec<DataPartition>, Vec<Vec<CreateOnNode>>) =
+        planned.into_iter().unzip();
+    match create_batch(me, creates).await {
+        Err(e) => (Vec::new(), Some((CODE_INTERNAL, e))),
+        Ok(results) => {
+            let mut made = Vec::new();
+            for (d, r) in records.into_iter().zip(results) {
+                match r {
+                    Ok(()) => made.push(d),
+                    Err(e) => err = Some((CODE_INTERNAL, e)),
+                }
+            }
+            (made, err)
+        }
+    }
+}
+
+/// Created partitions that will not be recorded: their replicas become pending deletes.
+async fn abandon_partitions(me: &Rc<Shard>, mps: &[MetaPartition], dps: &[DataPartition]) {
+    let mut replicas = Vec::new();
+    for m in mps {
+        replicas.extend(replicas_of(NodeRole::Meta, m.id, &m.hosts));
     }
     for d in dps {
-        for h in &d.hosts {
-            delete_on_node(me, NodeRole::Data, h, d.id).await;
-        }
+        replicas.extend(replicas_of(NodeRole::Data, d.id, &d.hosts));
     }
+    abandon(me, replicas).await;
 }
 
 fn random_key(len: usize) -> String {
@@ -424,9 +458,11 @@ async fn create_vol(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
         id
     };
     vol.id = take_id();
-    // Meta partitions: each on 3 meta nodes, ranges stepped by the inode step (§4).
+    // Meta partitions: each on 3 meta nodes, ranges stepped by the inode step (§4). All of
+    // them are placed first and created under one intent (one raft commit).
     let meta_topo = topology(&state, &live, NodeRole::Meta, 0);
     let mut mps: Vec<MetaPartition> = Vec::new();
+    let mut mp_creates = Vec::new();
     let mut start = 0u64;
     for i in 0..mp_count {
         let id = take_id();
@@ -445,33 +481,24 @@ async fn create_vol(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
         };
         let chosen = match place(&meta_topo, &want) {
             Ok(c) => c,
-            Err(e) => {
-                delete_partitions(&me, &mps, &[]).await;
-                return fail(enc, e.code, &e.msg);
-            }
+            Err(e) => return fail(enc, e.code, &e.msg),
         };
         let peers = to_peers(&chosen);
-        let creates = chosen
-            .iter()
-            .map(|n| CreateOnNode {
-                role: NodeRole::Meta,
-                addr: n.addr.clone(),
-                partition_id: id,
-                vol: name.clone(),
-                size_bytes: 0,
-                start,
-                end,
-                members: peers.clone(),
-            })
-            .collect();
-        if let Err(e) = create_on_all(&me, creates).await {
-            delete_partitions(&me, &mps, &[]).await;
-            return fail(
-                enc,
-                CODE_INTERNAL,
-                &format!("create meta partition {id} failed: {e}"),
-            );
-        }
+        mp_creates.push(
+            chosen
+                .iter()
+                .map(|n| CreateOnNode {
+                    role: NodeRole::Meta,
+                    addr: n.addr.clone(),
+                    partition_id: id,
+                    vol: name.clone(),
+                    size_bytes: 0,
+                    start,
+                    end,
+                    members: peers.clone(),
+                })
+                .collect(),
+        );
         mps.push(MetaPartition {
             id,
             vol: name.clone(),
@@ -484,23 +511,46 @@ async fn create_vol(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
         });
         start = end.saturating_add(1);
     }
+    let mp_results = match create_batch(&me, mp_creates).await {
+        Ok(r) => r,
+        Err(e) => return fail(enc, CODE_INTERNAL, &format!("create meta partitions: {e}")),
+    };
+    if let Some((m, e)) = mps
+        .iter()
+        .zip(&mp_results)
+        .find_map(|(m, r)| r.as_ref().err().map(|e| (m, e)))
+    {
+        // The failed ones are abandoned by create_batch; the others are not recorded either.
+        let landed: Vec<MetaPartition> = mps
+            .iter()
+            .zip(&mp_results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(m, _)| m.clone())
+            .collect();
+        abandon_partitions(&me, &landed, &[]).await;
+        return fail(
+            enc,
+            CODE_INTERNAL,
+            &format!("create meta partition {} failed: {e}", m.id),
+        );
+    }
     // Data partitions: dpCount, up to 3 rounds for the ones that failed.
     let data_topo = topology(&state, &live, NodeRole::Data, vol.media_type);
     let mut dps: Vec<DataPartition> = Vec::new();
     let mut last_err = (placement::CODE_NO_DATA_NODE, String::new());
     for _ in 0..DP_CREATE_ROUNDS {
-        while (dps.len() as u64) < dp_count {
-            match create_dp(&me, &data_topo, &vol, &zones, take_id()).await {
-                Ok(d) => dps.push(d),
-                Err(e) => {
-                    last_err = e;
-                    break;
-                }
-            }
+        let want = (dp_count as usize).saturating_sub(dps.len());
+        if want == 0 {
+            break;
+        }
+        let (made, err) = create_dps(&me, &data_topo, &vol, &zones, want, &mut take_id).await;
+        dps.extend(made);
+        if let Some(e) = err {
+            last_err = e;
         }
     }
     if dps.len() < DP_COUNT_MIN {
-        delete_partitions(&me, &mps, &dps).await;
+        abandon_partitions(&me, &mps, &dps).await;
         return fail(enc, last_err.0, &last_err.1);
     }
     let dp_n = dps.len();
@@ -512,14 +562,15 @@ async fn create_vol(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
     });
     match propose0(&me, cmd).await {
         Ok(CubefsOutcome::Refused { code, msg }) => {
-            delete_partitions(&me, &mps, &dps).await;
+            abandon_partitions(&me, &mps, &dps).await;
             fail(enc, code, &msg)
         }
         Ok(_) => ok(
             enc,
             format!("create vol[{name}] successfully, has allocate [{dp_n}] data partitions"),
         ),
-        // Unknown outcome: the volume may exist; the nodes keep their partitions then.
+        // Unknown outcome: if the volume was recorded its intents are fulfilled; if not,
+        // they stay until a later leader (or their age) abandons them.
         Err(e) => group_fail(enc, &e),
     }
 }
@@ -611,12 +662,84 @@ async fn client_mps(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
     .await
 }
 
+/// Volumes whose `/client/partitions` reply shard 0 keeps rendered at most.
+const PARTITIONS_CACHE_VOLS_MAX: usize = 1024;
+
+thread_local! {
+    /// Shard 0's rendered `/client/partitions` replies: volume → (the table's applied index
+    /// they were rendered at, the reply bytes). Every client polls this route and the table
+    /// rarely changes between polls, so a poll is a read barrier and a copy of the bytes.
+    static PARTITIONS_CACHE: RefCell<std::collections::HashMap<String, (u64, bytes::Bytes)>> =
+        RefCell::default();
+}
+
+#[derive(serde::Serialize)]
+struct Envelope<'a, T> {
+    code: i32,
+    msg: &'a str,
+    data: T,
+}
+
 async fn client_partitions(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
-    read_reply(me, ctx, |s, ctx| {
-        let v = vol_of(s, ctx)?;
-        vv::dp_views(s, v).ok_or((CODE_NO_DP, "no available data partition".into()))
-    })
-    .await
+    let enc = ctx.enc;
+    if enc.gzip {
+        return read_reply(me, ctx, |s, ctx| {
+            let v = vol_of(s, ctx)?;
+            vv::dp_views(s, v).ok_or((CODE_NO_DP, "no available data partition".into()))
+        })
+        .await;
+    }
+    let name = match ctx.params.required("name") {
+        Ok(n) => n.to_string(),
+        Err(e) => return param_fail(enc, &e),
+    };
+    let r = me
+        .run_on(0, move |s0: Rc<Shard>| async move {
+            use crate::replica::StateMachine;
+            s0.group.read_barrier().await?;
+            let st = s0.group.state();
+            let at = st.applied();
+            let hit = PARTITIONS_CACHE.with(|c| {
+                c.borrow()
+                    .get(&name)
+                    .filter(|(i, _)| *i == at)
+                    .map(|(_, b)| b.clone())
+            });
+            if let Some(b) = hit {
+                return Ok(Ok(b));
+            }
+            let cs = &st.cubefs;
+            let Some(v) = cs.vt.vols.get(&name) else {
+                return Ok(Err((CODE_VOL_NOT_EXISTS, "vol not exists".to_string())));
+            };
+            let Some(view) = vv::dp_views(cs, v) else {
+                return Ok(Err((CODE_NO_DP, "no available data partition".to_string())));
+            };
+            let env = Envelope {
+                code: 0,
+                msg: "success",
+                data: view,
+            };
+            let body = match serde_json::to_vec(&env) {
+                Ok(b) => bytes::Bytes::from(b),
+                Err(e) => return Ok(Err((CODE_INTERNAL, e.to_string()))),
+            };
+            PARTITIONS_CACHE.with(|c| {
+                let mut c = c.borrow_mut();
+                if c.len() >= PARTITIONS_CACHE_VOLS_MAX {
+                    c.clear();
+                }
+                c.insert(name, (at, body.clone()));
+            });
+            Ok(Ok(body))
+        })
+        .await
+        .unwrap_or(Err(crate::replica::GroupError::Overloaded));
+    match r {
+        Ok(Ok(body)) => mast_http::Response::bytes(200, "application/json", body),
+        Ok(Err((code, msg))) => fail(enc, code, &msg),
+        Err(e) => group_fail(enc, &e),
+    }
 }
 
 fn id_param(ctx: &Ctx) -> Result<u64, (i32, String)> {
@@ -808,17 +931,13 @@ async fn dp_create(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
         .map(String::from)
         .collect();
     let topo = topology(&state, &live, NodeRole::Data, vol.media_type);
-    let mut dps = Vec::new();
-    let mut err = None;
-    for id in ids.first..ids.first + count {
-        match create_dp(&me, &topo, &vol, &zones, id).await {
-            Ok(d) => dps.push(d),
-            Err(e) => {
-                err = Some(e);
-                break;
-            }
-        }
-    }
+    let mut next = ids.first;
+    let mut take_id = || {
+        let id = next;
+        next += 1;
+        id
+    };
+    let (dps, err) = create_dps(&me, &topo, &vol, &zones, count as usize, &mut take_id).await;
     if dps.is_empty() {
         let (code, msg) = err.unwrap_or((CODE_INTERNAL, "nothing created".into()));
         return fail(enc, code, &msg);
@@ -830,7 +949,7 @@ async fn dp_create(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
     });
     match propose0(&me, cmd).await {
         Ok(CubefsOutcome::Refused { code, msg }) => {
-            delete_partitions(&me, &[], &dps).await;
+            abandon_partitions(&me, &[], &dps).await;
             fail(enc, code, &msg)
         }
         Ok(_) => match err {
@@ -841,6 +960,165 @@ async fn dp_create(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
                 &format!("created {n} of {count} data partitions: {msg}"),
             ),
         },
+        Err(e) => group_fail(enc, &e),
+    }
+}
+
+/// `/metaPartition/create?name=&count=` (§6): the last meta partition is cut at
+/// `MaxInodeID + step` and `count` new ones continue the inode space, the last open-ended.
+/// The new partitions are created on their nodes (under an intent), then the last one's new
+/// end is set on its replicas, then one command records both. mast's meta nodes report no
+/// inode usage yet, so `MaxInodeID` is the last partition's start.
+async fn mp_create(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
+    let enc = ctx.enc;
+    let count = match ctx.params.u64("count") {
+        Ok(Some(c)) if (1..=MP_CREATE_MAX as u64).contains(&c) => c,
+        Ok(_) => {
+            return fail(
+                enc,
+                CODE_PARAM,
+                &format!("parameter count must be in 1..{MP_CREATE_MAX}"),
+            )
+        }
+        Err(e) => return param_fail(enc, &e),
+    };
+    let r = read0(&me, move |s| {
+        let v = vol_of(s, &ctx)?;
+        if v.status == VOL_MARK_DELETE {
+            return Err((8, "vol has been deleted".to_string()));
+        }
+        let last =
+            s.vt.mps_of(&v.name)
+                .max_by_key(|m| m.start)
+                .cloned()
+                .ok_or((
+                    CODE_MP_NOT_EXISTS,
+                    "the volume has no meta partition".to_string(),
+                ))?;
+        let mut reg = s.registry_clone();
+        reg.vt.decommissioning = s.vt.decommissioning.clone();
+        Ok((v.clone(), last, reg))
+    })
+    .await;
+    let (vol, last, reg) = match r {
+        Ok(Ok(x)) => x,
+        Ok(Err((code, msg))) => return fail(enc, code, &msg),
+        Err(e) => return group_fail(enc, &e),
+    };
+    let max_inode = last.start;
+    let end = max_inode.saturating_add(MP_INODE_STEP);
+    if last.end != INODE_MAX || end >= INODE_MAX {
+        return fail(enc, CODE_INTERNAL, "the inode space is used up");
+    }
+    let live = super::live::gather(&me, reg.nodes.keys().cloned().collect()).await;
+    let topo = topology(&reg, &live, NodeRole::Meta, 0);
+    let ids = match call(me.clone(), ServiceCall::Ids { count }).await {
+        Ok(r) if r.count == count => r,
+        Ok(r) => {
+            return fail(
+                enc,
+                CODE_INTERNAL,
+                &format!("the allocator gave {} ids, not {count}", r.count),
+            )
+        }
+        Err(ServiceError::Group(g)) => return group_fail(enc, &g),
+        Err(other) => return fail(enc, CODE_INTERNAL, &other.to_string()),
+    };
+    let zones: Vec<String> = vol
+        .zone_name
+        .split(',')
+        .filter(|z| !z.is_empty())
+        .map(String::from)
+        .collect();
+    let mut new = Vec::new();
+    let mut creates = Vec::new();
+    let mut start = end + 1;
+    for (i, id) in (ids.first..ids.first + count).enumerate() {
+        let e = if i as u64 + 1 == count {
+            INODE_MAX
+        } else {
+            start.saturating_add(MP_INODE_STEP - 1)
+        };
+        let want = Want {
+            role: NodeRole::Meta,
+            replicas: MP_REPLICAS,
+            zones: zones.clone(),
+            cross_zone: vol.cross_zone,
+            allow_same_ip: false,
+            exclude: vec![],
+        };
+        let chosen = match place(&topo, &want) {
+            Ok(c) => c,
+            Err(err) => return fail(enc, err.code, &err.msg),
+        };
+        let peers = to_peers(&chosen);
+        creates.push(
+            chosen
+                .iter()
+                .map(|n| CreateOnNode {
+                    role: NodeRole::Meta,
+                    addr: n.addr.clone(),
+                    partition_id: id,
+                    vol: vol.name.clone(),
+                    size_bytes: 0,
+                    start,
+                    end: e,
+                    members: peers.clone(),
+                })
+                .collect(),
+        );
+        new.push(MetaPartition {
+            id,
+            vol: vol.name.clone(),
+            start,
+            end: e,
+            hosts: chosen.iter().map(|n| n.addr.clone()).collect(),
+            peers,
+            status: PARTITION_READ_WRITE,
+            created_ms: now_ms(),
+        });
+        start = e.saturating_add(1);
+    }
+    let results = match create_batch(&me, creates).await {
+        Ok(r) => r,
+        Err(e) => return fail(enc, CODE_INTERNAL, &format!("create meta partitions: {e}")),
+    };
+    if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+        let landed: Vec<MetaPartition> = new
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(m, _)| m.clone())
+            .collect();
+        abandon_partitions(&me, &landed, &[]).await;
+        return fail(enc, CODE_INTERNAL, e);
+    }
+    // The cut goes to every replica of the last partition before the table records it: a
+    // replica that did not get it would keep allocating inodes the new partitions own.
+    for h in &last.hosts {
+        if let Err(e) = update_mp_end(&me, h, last.id, &vol.name, last.start, end).await {
+            for h in &last.hosts {
+                let _ = update_mp_end(&me, h, last.id, &vol.name, last.start, INODE_MAX).await;
+            }
+            abandon_partitions(&me, &new, &[]).await;
+            return fail(enc, CODE_INTERNAL, &e);
+        }
+    }
+    let cmd = CubefsCommand::vol(VolCommand::SplitMetaPartition {
+        vol: vol.name.clone(),
+        last: last.id,
+        end,
+        new: new.clone(),
+    });
+    match propose0(&me, cmd).await {
+        Ok(CubefsOutcome::Refused { code, msg }) => {
+            for h in &last.hosts {
+                let _ = update_mp_end(&me, h, last.id, &vol.name, last.start, INODE_MAX).await;
+            }
+            abandon_partitions(&me, &new, &[]).await;
+            fail(enc, code, &msg)
+        }
+        Ok(_) => ok(enc, "create meta partition successfully".to_string()),
         Err(e) => group_fail(enc, &e),
     }
 }
@@ -977,40 +1255,144 @@ async fn discard_dp(_me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
     ok(ctx.enc, json!({"DiscardDps": []}))
 }
 
-/// The deletion loop's step (run on group 0's leader): every volume marked deleted gets
-/// delete tasks for all its partition replicas and is then dropped.
+/// The deletion loop's step (run on group 0's leader): every volume marked deleted is
+/// dropped; the drop turns its replicas into pending deletes that [`marks_step`] sends.
 pub async fn drop_deleted_vols(me: &Rc<Shard>) {
     let marked = read0(me, |s| {
         s.vt.vols
             .values()
             .filter(|v| v.status == VOL_MARK_DELETE)
-            .map(|v| {
-                (
-                    v.name.clone(),
-                    s.vt.mps_of(&v.name).cloned().collect::<Vec<_>>(),
-                    s.vt.dps_of(&v.name).cloned().collect::<Vec<_>>(),
-                )
-            })
+            .map(|v| v.name.clone())
             .collect::<Vec<_>>()
     })
     .await;
     let Ok(marked) = marked else { return };
-    for (name, mps, dps) in marked {
-        delete_partitions(me, &mps, &dps).await;
+    for name in marked {
         let _ = propose0(me, CubefsCommand::vol(VolCommand::DropVol { name })).await;
     }
 }
 
+/// CubeFS's minimum of read-write data partitions a volume is topped up to (§4).
+pub const DP_WRITABLE_MIN: usize = 10;
+/// Volumes grown per loop round at most (each is a batch of creates and one commit).
+const GROW_VOLS_PER_ROUND_MAX: usize = 16;
+
+thread_local! {
+    /// When each volume was last grown (leader memory: a new leader may grow a volume a
+    /// round early, which only creates what the rule asks for anyway).
+    static GROWN_MS: RefCell<std::collections::HashMap<String, u64>> = RefCell::default();
+}
+
+/// Automatic data partition growth (§4): unless the cluster is frozen, a volume with fewer
+/// than [`DP_WRITABLE_MIN`] read-write data partitions gets the missing ones, at most once
+/// per `interval_ms` and not before it is `interval_ms` old (as CubeFS's check, which runs
+/// on a timer, does not catch a volume the moment it is created).
+pub async fn grow_step(me: &Rc<Shard>, interval_ms: u64) {
+    if interval_ms == 0 {
+        return;
+    }
+    let now = now_ms();
+    let due = |name: &str| {
+        GROWN_MS.with(|g| {
+            g.borrow()
+                .get(name)
+                .map_or(true, |t| now.saturating_sub(*t) >= interval_ms)
+        })
+    };
+    let r = read0(me, move |s| {
+        if s.settings.disable_auto_alloc {
+            return None;
+        }
+        let mut rw: std::collections::HashMap<&str, usize> = Default::default();
+        for d in s.vt.dps.values() {
+            if d.status == PARTITION_READ_WRITE {
+                *rw.entry(d.vol.as_str()).or_default() += 1;
+            }
+        }
+        let short: Vec<(Volume, usize)> =
+            s.vt.vols
+                .values()
+                .filter(|v| v.status != VOL_MARK_DELETE)
+                .filter(|v| now.saturating_sub(v.created_ms) >= interval_ms)
+                .filter_map(|v| {
+                    let have = rw.get(v.name.as_str()).copied().unwrap_or(0);
+                    (have < DP_WRITABLE_MIN).then(|| (v.clone(), DP_WRITABLE_MIN - have))
+                })
+                .collect();
+        if short.is_empty() {
+            return None;
+        }
+        // The registry and the decommission marks are all placement reads.
+        let mut reg = s.registry_clone();
+        reg.vt.decommissioning = s.vt.decommissioning.clone();
+        Some((reg, short))
+    })
+    .await;
+    let Ok(Some((reg, short))) = r else {
+        return;
+    };
+    let short: Vec<(Volume, usize)> = short
+        .into_iter()
+        .filter(|(v, _)| due(&v.name))
+        .take(GROW_VOLS_PER_ROUND_MAX)
+        .collect();
+    if short.is_empty() {
+        return;
+    }
+    let live = super::live::gather(me, reg.nodes.keys().cloned().collect()).await;
+    for (vol, want) in short {
+        GROWN_MS.with(|g| g.borrow_mut().insert(vol.name.clone(), now));
+        let Ok(ids) = call(me.clone(), ServiceCall::Ids { count: want as u64 }).await else {
+            return;
+        };
+        if ids.count != want as u64 {
+            return;
+        }
+        let zones: Vec<String> = vol
+            .zone_name
+            .split(',')
+            .filter(|z| !z.is_empty())
+            .map(String::from)
+            .collect();
+        let topo = topology(&reg, &live, NodeRole::Data, vol.media_type);
+        let mut next = ids.first;
+        let mut take_id = || {
+            let id = next;
+            next += 1;
+            id
+        };
+        let (dps, err) = create_dps(me, &topo, &vol, &zones, want, &mut take_id).await;
+        if let Some((code, msg)) = err {
+            tracing::warn!(vol = %vol.name, code, %msg, "data partition growth fell short");
+        }
+        if dps.is_empty() {
+            continue;
+        }
+        let cmd = CubefsCommand::vol(VolCommand::AddDataPartitions {
+            vol: vol.name.clone(),
+            partitions: dps.clone(),
+        });
+        match propose0(me, cmd).await {
+            Ok(CubefsOutcome::Refused { .. }) => abandon_partitions(me, &[], &dps).await,
+            Ok(_) => tracing::info!(vol = %vol.name, added = dps.len(), "data partitions grown"),
+            Err(_) => {}
+        }
+    }
+}
+
 /// The leader's background work, every `interval_ms` while this node leads group 0 (start
-/// on shard 0): drops deleted volumes ([`drop_deleted_vols`]) and moves replicas off nodes
-/// being decommissioned. Both read their work from the table, so a new leader picks up the
-/// marks its predecessor left.
-pub async fn background_loop(me: Rc<Shard>, interval_ms: u64) {
+/// on shard 0): drops deleted volumes ([`drop_deleted_vols`]), moves replicas off nodes
+/// being decommissioned, sends pending deletes ([`marks_step`]) and grows volumes short of
+/// data partitions ([`grow_step`], every `growth_interval_ms`, 0 = never). All read their
+/// work from the table, so a new leader picks up what its predecessor left.
+pub async fn background_loop(me: Rc<Shard>, interval_ms: u64, growth_interval_ms: u64) {
     loop {
         monoio::time::sleep(std::time::Duration::from_millis(interval_ms)).await;
         if me.group.is_leader() {
             drop_deleted_vols(&me).await;
             super::partition_api::decommission_step(&me).await;
+            marks_step(&me).await;
+            grow_step(&me, growth_interval_ms).await;
         }
     }
 }
@@ -1035,6 +1417,7 @@ pub fn routes(r: Router, shard: Rc<Shard>) -> Router {
     let r = add(r, s, "/dataPartition/get", true, dp_get);
     let r = add(r, s, "/metaPartition/get", true, mp_get);
     let r = add(r, s, "/dataPartition/create", false, dp_create);
+    let r = add(r, s, "/metaPartition/create", false, mp_create);
     let r = add(r, s, "/user/create", false, user_create);
     let r = add(r, s, "/user/info", true, user_info);
     let r = add(r, s, "/user/akInfo", true, user_ak_info);

@@ -69,6 +69,10 @@ pub struct ServerArgs {
     /// Default 50000.
     #[arg(long)]
     pub snapshot_every_entries: Option<u64>,
+    /// CubeFS: how often, and how long after its creation, a volume short of 10 read-write
+    /// data partitions is topped up to 10; 0 turns the growth off. Default 60000.
+    #[arg(long)]
+    pub cubefs_dp_growth_interval_ms: Option<u64>,
     /// How the raft log writes: "direct" (O_DIRECT | O_DSYNC: one write per batch, durable
     /// when it returns), "buffered" (page cache write, then fdatasync), or "auto" (direct
     /// where the data directory's filesystem allows it). Default auto.
@@ -95,6 +99,7 @@ pub struct FileConfig {
     pub follower_read: Option<bool>,
     pub snapshot_every_entries: Option<u64>,
     pub log_io: Option<String>,
+    pub cubefs_dp_growth_interval_ms: Option<u64>,
 }
 
 /// How the raft log gets entries onto the disk; both are durable before acknowledging.
@@ -146,6 +151,7 @@ pub struct ServerConfig {
     pub follower_read: bool,
     pub snapshot_every_entries: u64,
     pub log_io: LogIo,
+    pub cubefs_dp_growth_interval_ms: u64,
 }
 
 /// A configuration problem, naming the key that is wrong.
@@ -287,6 +293,10 @@ impl ServerConfig {
         if snapshot_every_entries == 0 {
             return Err(err("snapshot_every_entries", "must be at least 1"));
         }
+        let cubefs_dp_growth_interval_ms = args
+            .cubefs_dp_growth_interval_ms
+            .or(file.cubefs_dp_growth_interval_ms)
+            .unwrap_or(60_000);
         let log_io = match args.log_io.or(file.log_io) {
             Some(s) => LogIo::parse(&s)?,
             None => LogIo::Auto,
@@ -338,6 +348,7 @@ impl ServerConfig {
             follower_read,
             snapshot_every_entries,
             log_io,
+            cubefs_dp_growth_interval_ms,
         })
     }
 

@@ -103,6 +103,7 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         cluster: identity,
         redirect: config.redirect,
         follower_read: config.follower_read,
+        cubefs_dp_growth_interval_ms: config.cubefs_dp_growth_interval_ms,
         shard_peer_addrs: (0..config.shards)
             .map(|s| config.shard_peer_addr(s))
             .collect(),
@@ -267,7 +268,12 @@ fn shard_thread(
             monoio::spawn(super::stalls::probe(stalls, move || group.is_closed()));
         }
         if shard == 0 {
-            monoio::spawn(crate::cubefs::vol_api::background_loop(ctx.clone(), 2_000));
+            let growth_ms = ctx.node.cubefs_dp_growth_interval_ms;
+            monoio::spawn(crate::cubefs::vol_api::background_loop(
+                ctx.clone(),
+                2_000,
+                growth_ms,
+            ));
         }
         crate::admintask::wire_registry(&ctx);
         monoio::spawn(crate::admintask::run_shard(ctx.clone()));

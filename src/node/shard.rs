@@ -29,6 +29,8 @@ pub struct NodeInfo {
     pub follower_read: bool,
     pub shard_peer_addrs: Vec<SocketAddr>,
     pub group_options: GroupOptions,
+    /// CubeFS volumes' automatic data partition growth period (0 = off).
+    pub cubefs_dp_growth_interval_ms: u64,
 }
 
 impl NodeInfo {

@@ -17,8 +17,9 @@ use crate::codec::{self, CodecError};
 pub mod volumes;
 pub use volumes::{VolCommand, VolTables};
 
-/// The version of this table's snapshot section: 1 = registry only, 2 = registry + volumes.
-pub const SECTION_VERSION: u16 = 2;
+/// The version of this table's snapshot section: 1 = registry only, 2 = registry + volumes,
+/// 3 = and the replica creation intents and pending deletes.
+pub const SECTION_VERSION: u16 = 3;
 
 /// `nodeSetCap` when the cluster sets none: nodes of each type per node set.
 pub const NODE_SET_CAP_DEFAULT: u32 = 18;
@@ -252,6 +253,14 @@ struct SnapshotDataV2 {
     mps: Vec<volumes::MetaPartition>,
     users: Vec<volumes::User>,
     decommissioning: Vec<(NodeRole, String)>,
+}
+
+/// Section version 3: version 2 and the replica marks.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct SnapshotDataV3 {
+    v2: SnapshotDataV2,
+    creating: Vec<(volumes::ReplicaRef, volumes::Intent)>,
+    deleting: Vec<volumes::ReplicaRef>,
 }
 
 /// The registry (group 0's partition; empty elsewhere).
@@ -671,28 +680,63 @@ impl CubefsState {
 
     /// The section of [`SECTION_VERSION`].
     pub fn snapshot(&self) -> Vec<u8> {
-        codec::encode(&SnapshotDataV2 {
-            registry: self.registry_data(),
-            vols: self.vt.vols.values().cloned().collect(),
-            dps: self.vt.dps.values().cloned().collect(),
-            mps: self.vt.mps.values().cloned().collect(),
-            users: self.vt.users.values().cloned().collect(),
-            decommissioning: self.vt.decommissioning.iter().cloned().collect(),
+        codec::encode(&SnapshotDataV3 {
+            v2: SnapshotDataV2 {
+                registry: self.registry_data(),
+                vols: self.vt.vols.values().cloned().collect(),
+                dps: self.vt.dps.values().cloned().collect(),
+                mps: self.vt.mps.values().cloned().collect(),
+                users: self.vt.users.values().cloned().collect(),
+                decommissioning: self.vt.decommissioning.iter().cloned().collect(),
+            },
+            creating: self
+                .vt
+                .creating
+                .iter()
+                .map(|(r, i)| (r.clone(), *i))
+                .collect(),
+            deleting: self.vt.deleting.iter().cloned().collect(),
         })
     }
 
-    /// Restores a section of either version.
+    /// Restores a section of any version.
     pub fn restore_version(version: u16, bytes: &[u8]) -> Result<Self, String> {
         match version {
             1 => Self::restore_v1(bytes),
-            2 => Self::restore(bytes),
+            2 => Self::restore_v2(bytes),
+            3 => Self::restore(bytes),
             v => Err(format!("cubefs section version {v} is unknown")),
         }
     }
 
-    /// Rebuilds the table from [`CubefsState::snapshot`] bytes (version 2), validating them.
+    /// Rebuilds the table from [`CubefsState::snapshot`] bytes (version 3), validating them.
     pub fn restore(bytes: &[u8]) -> Result<Self, String> {
+        let data = codec::decode::<SnapshotDataV3>(bytes).map_err(|e: CodecError| e.to_string())?;
+        let mut s = Self::from_v2(data.v2)?;
+        let n = data.creating.len() + data.deleting.len();
+        if n > volumes::REPLICA_MARKS_MAX {
+            return Err(format!("{n} replica marks is over the limit"));
+        }
+        for (r, i) in data.creating {
+            if s.vt.creating.insert(r, i).is_some() {
+                return Err("a creation intent appears twice".into());
+            }
+        }
+        for r in data.deleting {
+            if !s.vt.deleting.insert(r) {
+                return Err("a pending delete appears twice".into());
+            }
+        }
+        Ok(s)
+    }
+
+    /// A version 2 section: no replica marks.
+    pub fn restore_v2(bytes: &[u8]) -> Result<Self, String> {
         let data = codec::decode::<SnapshotDataV2>(bytes).map_err(|e: CodecError| e.to_string())?;
+        Self::from_v2(data)
+    }
+
+    fn from_v2(data: SnapshotDataV2) -> Result<Self, String> {
         let mut s = Self::restore_registry(data.registry)?;
         for v in data.vols {
             if s.vt.vols.insert(v.name.clone(), v).is_some() {

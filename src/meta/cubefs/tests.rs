@@ -315,6 +315,64 @@ fn run_transcript(script: &str) -> String {
                 }),
             ),
             "decoms" => format!("{:?}", t.cubefs.vt.decommissioning),
+            // intend|abandon|deldone ROLE ID:host,host,... [term=T] [now=MS]
+            "intend" | "abandon" | "deldone" => {
+                let r = role(w[1]);
+                let (id, hosts, _) = partition_spec(&t.cubefs, r, w[2]);
+                let replicas = hosts
+                    .into_iter()
+                    .map(|addr| volumes::ReplicaRef { role: r, id, addr })
+                    .collect();
+                let cmd = match w[0] {
+                    "intend" => VolCommand::IntendCreate {
+                        replicas,
+                        intent: volumes::Intent {
+                            term: num(&w, "term", 1),
+                            since_ms: now_ms,
+                        },
+                    },
+                    "abandon" => VolCommand::AbandonCreate { replicas },
+                    _ => VolCommand::DeleteDone { replicas },
+                };
+                apply(&mut t, CubefsCommand::vol(cmd))
+            }
+            "marks" => show_marks(&t.cubefs).trim_end().to_string(),
+            // split VOL LAST END mp=ID:hosts... [mpstep=N]: new mps from END+1, N apart.
+            "split" => {
+                let end: u64 = w[3].parse().expect("end");
+                let step = num(&w, "mpstep", 10);
+                let specs: Vec<&str> = w.iter().filter_map(|x| x.strip_prefix("mp=")).collect();
+                let mut start = end.wrapping_add(1);
+                let mut new = Vec::new();
+                for (i, spec) in specs.iter().enumerate() {
+                    let (id, hosts, peers) = partition_spec(&t.cubefs, NodeRole::Meta, spec);
+                    let e = if i + 1 == specs.len() {
+                        u64::MAX >> 1
+                    } else {
+                        start + step - 1
+                    };
+                    new.push(volumes::MetaPartition {
+                        id,
+                        vol: w[1].into(),
+                        start,
+                        end: e,
+                        hosts,
+                        peers,
+                        status: 2,
+                        created_ms: now_ms,
+                    });
+                    start = e.wrapping_add(1);
+                }
+                apply(
+                    &mut t,
+                    CubefsCommand::vol(VolCommand::SplitMetaPartition {
+                        vol: w[1].into(),
+                        last: w[2].parse().expect("last"),
+                        end,
+                        new,
+                    }),
+                )
+            }
             "deluser" => apply(
                 &mut t,
                 CubefsCommand::vol(VolCommand::DeleteUser { id: w[1].into() }),
@@ -443,6 +501,32 @@ fn show_vols(s: &CubefsState) -> String {
     out
 }
 
+fn show_marks(s: &CubefsState) -> String {
+    let mut out = String::new();
+    for (r, i) in &s.vt.creating {
+        out.push_str(&format!(
+            "creating {} {} on {} term={} since={}\n",
+            r.role.name(),
+            r.id,
+            r.addr,
+            i.term,
+            i.since_ms
+        ));
+    }
+    for r in &s.vt.deleting {
+        out.push_str(&format!(
+            "deleting {} {} on {}\n",
+            r.role.name(),
+            r.id,
+            r.addr
+        ));
+    }
+    if out.is_empty() {
+        out.push_str("no marks\n");
+    }
+    out
+}
+
 fn check_transcript(name: &str) {
     let path = format!(
         "{}/src/meta/cubefs/testdata/{name}",
@@ -468,6 +552,16 @@ fn registration_transcript() {
 #[test]
 fn volumes_transcript() {
     check_transcript("volumes.txt");
+}
+
+#[test]
+fn replica_marks_transcript() {
+    check_transcript("marks.txt");
+}
+
+#[test]
+fn meta_partition_split_transcript() {
+    check_transcript("split.txt");
 }
 
 #[test]
@@ -541,7 +635,20 @@ fn vol_command() -> impl Strategy<Value = CubefsCommand> {
     let name = prop::sample::select(vec!["vola", "volb", "volc"]).prop_map(String::from);
     let host = (1u8..6).prop_map(|i| format!("127.0.0.{i}:17310"));
     let owner = prop::sample::select(vec!["alice", "bob"]);
+    let mark_host = host.clone();
     prop_oneof![
+        2 => (240u64..244, prop::collection::vec(mark_host, 1..3), 0u8..3, 1u64..4)
+            .prop_map(|(id, hosts, op, term)| {
+                let replicas = hosts
+                    .into_iter()
+                    .map(|addr| volumes::ReplicaRef { role: NodeRole::Data, id, addr })
+                    .collect();
+                CubefsCommand::vol(match op {
+                    0 => VolCommand::IntendCreate { replicas, intent: volumes::Intent { term, since_ms: 13 } },
+                    1 => VolCommand::AbandonCreate { replicas },
+                    _ => VolCommand::DeleteDone { replicas },
+                })
+            }),
         3 => (name.clone(), owner, 40u64..60, prop::collection::vec(host.clone(), 1..3), prop::collection::vec(host, 0..4))
             .prop_map(|(name, owner, id, mp_hosts, dp_hosts)| {
                 let s = CubefsState::default();
@@ -626,6 +733,15 @@ proptest! {
         }
         // Every partition belongs to a volume and sits on registered nodes.
         prop_assert!(a.check_vol_tables().is_ok());
+        // A replica is at most one of: recorded host, being created, pending delete.
+        for r in a.vt.creating.keys().chain(a.vt.deleting.iter()) {
+            let hosts = match r.role {
+                NodeRole::Data => a.vt.dps.get(&r.id).map(|d| &d.hosts),
+                NodeRole::Meta => a.vt.mps.get(&r.id).map(|m| &m.hosts),
+            };
+            prop_assert!(!hosts.is_some_and(|h| h.contains(&r.addr)), "{:?} is marked and recorded", r);
+            prop_assert!(!(a.vt.creating.contains_key(r) && a.vt.deleting.contains(r)));
+        }
         let created = cmds.iter().filter(|c| matches!(c, CubefsCommand::Vol(v) if matches!(**v, VolCommand::CreateVol { .. }))).count();
         prop_assert!(a.vt.vols.len() <= created);
     }
@@ -865,7 +981,7 @@ fn fixtures_of_volume_commands_still_decode() {
     }
     if std::env::var_os("MAST_WRITE_FIXTURES").is_some() {
         std::fs::write(dir.join("commands-vol-v1.bin"), &entries).expect("write fixture");
-        std::fs::write(dir.join("section-v2.bin"), state.snapshot()).expect("write fixture");
+        std::fs::write(dir.join("section-v3.bin"), state.snapshot()).expect("write fixture");
     }
     let bytes = std::fs::read(dir.join("commands-vol-v1.bin")).expect("commands fixture");
     let mut at = 0;
@@ -880,6 +996,11 @@ fn fixtures_of_volume_commands_still_decode() {
     let section = std::fs::read(dir.join("section-v2.bin")).expect("section fixture");
     assert_eq!(
         CubefsState::restore_version(2, &section).expect("restores"),
+        state
+    );
+    let section = std::fs::read(dir.join("section-v3.bin")).expect("section fixture");
+    assert_eq!(
+        CubefsState::restore_version(3, &section).expect("restores"),
         state
     );
 }

@@ -28,6 +28,12 @@ pub const PARTITIONS_MAX: usize = 1_000_000;
 pub const USERS_MAX: usize = 10_000;
 pub const DESCRIPTION_BYTES_MAX: usize = 1024;
 
+/// Replica marks (`creating` + `deleting`) the table holds at most; an intent over it is
+/// refused (a leader whose deletes cannot reach their nodes must not grow the table forever).
+pub const REPLICA_MARKS_MAX: usize = 1_000_000;
+/// Replicas one intent or completion command names at most.
+pub const REPLICAS_PER_COMMAND_MAX: usize = 10_000;
+
 /// Volume status (§4).
 pub const VOL_NORMAL: u8 = 0;
 pub const VOL_MARK_DELETE: u8 = 1;
@@ -109,6 +115,34 @@ pub struct User {
     pub own_vols: Vec<String>,
 }
 
+/// One replica of a partition on one node: what the creation intents and pending deletes
+/// name.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct ReplicaRef {
+    pub role: NodeRole,
+    pub id: u64,
+    pub addr: String,
+}
+
+/// Who announced a creation: the leader's term (a later leader abandons every intent of an
+/// earlier term: the process that would have finished or rolled it back is gone) and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Intent {
+    pub term: u64,
+    pub since_ms: u64,
+}
+
 /// The volume changes `/vol/update|expand|shrink` make; only the fields given change.
 #[derive(
     Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
@@ -174,8 +208,39 @@ pub enum VolCommand {
         addr: String,
         on: bool,
     },
+    /// Before create tasks go out: the replicas about to be created. A leader that dies
+    /// before recording or rolling them back leaves these marks, and its successor turns
+    /// them into pending deletes ([`VolCommand::AbandonCreate`]). Refused while a delete of
+    /// any of them is pending (the delete would undo the create).
+    IntendCreate {
+        replicas: Vec<ReplicaRef>,
+        intent: Intent,
+    },
+    /// The creations did not land (failed, or their leader is gone): every replica still
+    /// only intended becomes a pending delete. Replicas recorded meanwhile are left alone.
+    AbandonCreate {
+        replicas: Vec<ReplicaRef>,
+    },
+    /// The nodes confirmed these deletes (or are no longer registered): the marks go.
+    DeleteDone {
+        replicas: Vec<ReplicaRef>,
+    },
+    /// `/metaPartition/create` (§6): the volume's last meta partition `last` (open-ended)
+    /// now ends at `end`, and `new`, created on their nodes already, continue the inode
+    /// ranges from `end + 1`, the last of them open-ended.
+    SplitMetaPartition {
+        vol: String,
+        last: u64,
+        end: u64,
+        new: Vec<MetaPartition>,
+    },
     // New variants go last: the archived discriminant is the variant's position.
 }
+
+/// Meta partitions one `/metaPartition/create` adds at most (§4).
+pub const MP_CREATE_MAX: usize = 10;
+/// The end of the last meta partition's (open) inode range.
+pub const INODE_END: u64 = u64::MAX >> 1;
 
 /// Is `name` a volume name CubeFS accepts (`^[a-zA-Z0-9][a-zA-Z0-9_.-]{1,61}[a-zA-Z0-9]$`)?
 pub fn is_vol_name(name: &str) -> bool {
@@ -209,6 +274,12 @@ pub struct VolTables {
     /// Nodes being decommissioned (§10): no new replicas go there, and the leader's loop moves
     /// their replicas away. Recorded here so a new leader resumes the work.
     pub decommissioning: std::collections::BTreeSet<(NodeRole, String)>,
+    /// Replicas whose create tasks may be on their way to nodes, not yet recorded as hosts.
+    pub creating: BTreeMap<ReplicaRef, Intent>,
+    /// Replicas the table no longer lists whose nodes may still hold them: the leader's loop
+    /// sends the delete tasks and clears each mark once its node confirms. In the table (not
+    /// leader memory) so a replica removed just before a leader dies is still deleted.
+    pub deleting: std::collections::BTreeSet<ReplicaRef>,
 }
 
 impl VolTables {
@@ -228,6 +299,39 @@ impl VolTables {
             .all(|id| id != 0 && seen.insert(id))
             && dps.iter().all(|d| !self.dps.contains_key(&d.id))
             && mps.iter().all(|m| !self.mps.contains_key(&m.id))
+    }
+
+    fn marks(&self) -> usize {
+        self.creating.len() + self.deleting.len()
+    }
+
+    /// Is a delete pending for any of `hosts` of partition `id`? (Recording such a host
+    /// would list a replica the loop is about to delete.)
+    fn deleting_any(&self, role: NodeRole, id: u64, hosts: &[String]) -> Option<String> {
+        hosts
+            .iter()
+            .find(|h| {
+                self.deleting.contains(&ReplicaRef {
+                    role,
+                    id,
+                    addr: (*h).clone(),
+                })
+            })
+            .map(|h| format!("a delete of partition {id} on {h} is pending"))
+    }
+
+    /// `hosts` of partition `id` are recorded: their intents are fulfilled.
+    fn fulfil(&mut self, role: NodeRole, id: u64, hosts: &[String]) {
+        if self.creating.is_empty() {
+            return;
+        }
+        for h in hosts {
+            self.creating.remove(&ReplicaRef {
+                role,
+                id,
+                addr: h.clone(),
+            });
+        }
     }
 
     /// Every id in use by a volume or partition (checked against the registry's ids).
@@ -342,6 +446,17 @@ impl CubefsState {
                 if let Err(e) = self.check_dps(&vol.name, data_partitions) {
                     return refuse(super::CODE_INTERNAL, e);
                 }
+                let pending = meta_partitions
+                    .iter()
+                    .find_map(|m| self.vt.deleting_any(NodeRole::Meta, m.id, &m.hosts))
+                    .or_else(|| {
+                        data_partitions
+                            .iter()
+                            .find_map(|d| self.vt.deleting_any(NodeRole::Data, d.id, &d.hosts))
+                    });
+                if let Some(e) = pending {
+                    return refuse(super::CODE_INTERNAL, e);
+                }
                 let user_exists = self.vt.users.contains_key(&vol.owner);
                 if !user_exists {
                     if owner.id != vol.owner {
@@ -372,9 +487,11 @@ impl CubefsState {
                     user.own_vols.push(vol.name.clone());
                 }
                 for m in meta_partitions {
+                    self.vt.fulfil(NodeRole::Meta, m.id, &m.hosts);
                     self.vt.mps.insert(m.id, m.clone());
                 }
                 for d in data_partitions {
+                    self.vt.fulfil(NodeRole::Data, d.id, &d.hosts);
                     self.vt.dps.insert(d.id, d.clone());
                 }
                 self.vt.vols.insert(vol.name.clone(), vol.clone());
@@ -439,8 +556,35 @@ impl CubefsState {
                     return refuse(9, "vol was not previously deleted or already deleted");
                 }
                 self.vt.vols.remove(name);
-                self.vt.dps.retain(|_, d| &d.vol != name);
-                self.vt.mps.retain(|_, m| &m.vol != name);
+                // Every replica of the volume becomes a pending delete: the loop sends the
+                // tasks, whichever leader runs it.
+                let vt = &mut self.vt;
+                vt.dps.retain(|_, d| {
+                    if &d.vol != name {
+                        return true;
+                    }
+                    for h in &d.hosts {
+                        vt.deleting.insert(ReplicaRef {
+                            role: NodeRole::Data,
+                            id: d.id,
+                            addr: h.clone(),
+                        });
+                    }
+                    false
+                });
+                vt.mps.retain(|_, m| {
+                    if &m.vol != name {
+                        return true;
+                    }
+                    for h in &m.hosts {
+                        vt.deleting.insert(ReplicaRef {
+                            role: NodeRole::Meta,
+                            id: m.id,
+                            addr: h.clone(),
+                        });
+                    }
+                    false
+                });
                 for u in self.vt.users.values_mut() {
                     u.own_vols.retain(|v| v != name);
                 }
@@ -471,7 +615,14 @@ impl CubefsState {
                 if let Err(e) = self.check_dps(vol, partitions) {
                     return refuse(super::CODE_INTERNAL, e);
                 }
+                if let Some(e) = partitions
+                    .iter()
+                    .find_map(|d| self.vt.deleting_any(NodeRole::Data, d.id, &d.hosts))
+                {
+                    return refuse(super::CODE_INTERNAL, e);
+                }
                 for d in partitions {
+                    self.vt.fulfil(NodeRole::Data, d.id, &d.hosts);
                     self.vt.dps.insert(d.id, d.clone());
                 }
                 CubefsOutcome::Done
@@ -516,6 +667,12 @@ impl CubefsState {
                 if let Err(e) = self.peers_ok(*role, hosts, peers) {
                     return refuse(super::CODE_INTERNAL, e);
                 }
+                if let Some(e) = self.vt.deleting_any(*role, *id, hosts) {
+                    return refuse(super::CODE_INTERNAL, e);
+                }
+                if self.vt.marks() + expect_hosts.len() > REPLICA_MARKS_MAX {
+                    return refuse(super::CODE_INTERNAL, "too many pending replica deletes");
+                }
                 let current = match role {
                     NodeRole::Data => self
                         .vt
@@ -540,8 +697,20 @@ impl CubefsState {
                         format!("partition {id} hosts changed meanwhile"),
                     );
                 }
+                let removed: Vec<String> =
+                    h.iter().filter(|x| !hosts.contains(x)).cloned().collect();
                 *h = hosts.clone();
                 *p = peers.clone();
+                self.vt.fulfil(*role, *id, hosts);
+                // The removed replicas stay on their nodes until the loop's delete is
+                // confirmed: recorded here, in the same entry, so no leader change loses one.
+                for addr in removed {
+                    self.vt.deleting.insert(ReplicaRef {
+                        role: *role,
+                        id: *id,
+                        addr,
+                    });
+                }
                 CubefsOutcome::Done
             }
             VolCommand::SetDecommission { role, addr, on } => {
@@ -562,6 +731,78 @@ impl CubefsState {
                 }
                 CubefsOutcome::Done
             }
+            VolCommand::IntendCreate { replicas, intent } => {
+                if replicas.is_empty() || replicas.len() > REPLICAS_PER_COMMAND_MAX {
+                    return refuse(
+                        CODE_PARAM,
+                        format!("an intent names 1 to {REPLICAS_PER_COMMAND_MAX} replicas"),
+                    );
+                }
+                if self.vt.marks() + replicas.len() > REPLICA_MARKS_MAX {
+                    return refuse(super::CODE_INTERNAL, "too many replica marks");
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                for r in replicas {
+                    if self.node(r.role, &r.addr).is_none() {
+                        return refuse(
+                            super::CODE_INTERNAL,
+                            format!("{} node {} is not registered", r.role.name(), r.addr),
+                        );
+                    }
+                    if self.vt.deleting.contains(r) {
+                        return refuse(
+                            super::CODE_INTERNAL,
+                            format!("a delete of partition {} on {} is pending", r.id, r.addr),
+                        );
+                    }
+                    if !seen.insert(r) || self.vt.creating.contains_key(r) {
+                        return refuse(
+                            super::CODE_INTERNAL,
+                            format!("partition {} on {} is being created already", r.id, r.addr),
+                        );
+                    }
+                    let hosts = match r.role {
+                        NodeRole::Data => self.vt.dps.get(&r.id).map(|d| &d.hosts),
+                        NodeRole::Meta => self.vt.mps.get(&r.id).map(|m| &m.hosts),
+                    };
+                    if hosts.is_some_and(|h| h.contains(&r.addr)) {
+                        return refuse(
+                            super::CODE_INTERNAL,
+                            format!("{} holds partition {} already", r.addr, r.id),
+                        );
+                    }
+                }
+                for r in replicas {
+                    self.vt.creating.insert(r.clone(), *intent);
+                }
+                CubefsOutcome::Done
+            }
+            VolCommand::AbandonCreate { replicas } => {
+                if replicas.len() > REPLICAS_PER_COMMAND_MAX {
+                    return refuse(CODE_PARAM, "too many replicas in one command");
+                }
+                for r in replicas {
+                    if self.vt.creating.remove(r).is_some() {
+                        self.vt.deleting.insert(r.clone());
+                    }
+                }
+                CubefsOutcome::Done
+            }
+            VolCommand::DeleteDone { replicas } => {
+                if replicas.len() > REPLICAS_PER_COMMAND_MAX {
+                    return refuse(CODE_PARAM, "too many replicas in one command");
+                }
+                for r in replicas {
+                    self.vt.deleting.remove(r);
+                }
+                CubefsOutcome::Done
+            }
+            VolCommand::SplitMetaPartition {
+                vol,
+                last,
+                end,
+                new,
+            } => self.split_mp(vol, *last, *end, new),
             VolCommand::DeleteUser { id } => {
                 let Some(u) = self.vt.users.get(id) else {
                     return refuse(CODE_USER_NOT_EXISTS, "user not exists");
@@ -573,6 +814,68 @@ impl CubefsState {
                 CubefsOutcome::Done
             }
         }
+    }
+
+    fn split_mp(&mut self, vol: &str, last: u64, end: u64, new: &[MetaPartition]) -> CubefsOutcome {
+        let Some(v) = self.vt.vols.get(vol) else {
+            return refuse(CODE_VOL_NOT_EXISTS, "vol not exists");
+        };
+        if v.status == VOL_MARK_DELETE {
+            return refuse(CODE_VOL_DELETED, "vol has been deleted");
+        }
+        if new.is_empty() || new.len() > MP_CREATE_MAX {
+            return refuse(CODE_PARAM, format!("count must be in 1..{MP_CREATE_MAX}"));
+        }
+        let Some(cur) = self.vt.mps_of(vol).max_by_key(|m| m.start) else {
+            return refuse(CODE_MP_NOT_EXISTS, "the volume has no meta partition");
+        };
+        if cur.id != last || cur.end != INODE_END || end < cur.start || end >= INODE_END {
+            return refuse(
+                super::CODE_INTERNAL,
+                format!("meta partition {last} is not the open last one, or {end} is outside it"),
+            );
+        }
+        let have = self.vt.dps_of(vol).count() + self.vt.mps_of(vol).count();
+        if have + new.len() > PARTITIONS_PER_VOL_MAX
+            || self.vt.dps.len() + self.vt.mps.len() + new.len() > PARTITIONS_MAX
+        {
+            return refuse(super::CODE_INTERNAL, "too many partitions");
+        }
+        if !self.vt.partition_ids_free(&[], new)
+            || self
+                .vt
+                .vols
+                .values()
+                .any(|v| new.iter().any(|m| m.id == v.id))
+        {
+            return refuse(super::CODE_INTERNAL, "partition ids are taken or repeated");
+        }
+        let mut next = end.saturating_add(1);
+        for (i, m) in new.iter().enumerate() {
+            let is_last = i + 1 == new.len();
+            if m.vol != vol || m.start != next || m.end < m.start || is_last != (m.end == INODE_END)
+            {
+                return refuse(
+                    super::CODE_INTERNAL,
+                    format!("meta partition {} does not continue the inode ranges", m.id),
+                );
+            }
+            if let Err(e) = self.peers_ok(NodeRole::Meta, &m.hosts, &m.peers) {
+                return refuse(super::CODE_INTERNAL, e);
+            }
+            if let Some(e) = self.vt.deleting_any(NodeRole::Meta, m.id, &m.hosts) {
+                return refuse(super::CODE_INTERNAL, e);
+            }
+            next = m.end.saturating_add(1);
+        }
+        if let Some(m) = self.vt.mps.get_mut(&last) {
+            m.end = end;
+        }
+        for m in new {
+            self.vt.fulfil(NodeRole::Meta, m.id, &m.hosts);
+            self.vt.mps.insert(m.id, m.clone());
+        }
+        CubefsOutcome::Done
     }
 
     /// Checks a restored volume table against the registry (hosts registered, partitions
