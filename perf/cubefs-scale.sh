@@ -19,7 +19,9 @@
 #
 # Usage: perf/cubefs-scale.sh    Knobs: DATA_NODES=5000 META_NODES=5000 PARTITIONS=100
 #   DURATION=30s CONNS=4 GETCLUSTER_RATE=10 DATANODE_RATE=200 SKIP_BUILD=1 BASE_PORT=24100 (HTTP)
-#   MAST=path/to/mast (another build, to compare) AUTOGROUP_NICE=-15 (see below);
+#   MAST=path/to/mast (another build, to compare) AUTOGROUP_NICE=-15 (see below)
+#   AGENT_NICE=0 (10: the simulated nodes, standing in for other machines, yield the CPU to
+#   the master and the load clients; 0, the default, lets them compete);
 #   data nodes listen on 127.0.0.2:20000.., meta nodes on 127.0.0.3:20000.. (loopback
 #   addresses nothing else on the machine uses, so no port of the range is taken).
 set -euo pipefail
@@ -36,6 +38,7 @@ CONNS=${CONNS:-4}
 GETCLUSTER_RATE=${GETCLUSTER_RATE:-10}
 DATANODE_RATE=${DATANODE_RATE:-200}
 BASE_PORT=${BASE_PORT:-24100}
+AGENT_NICE=${AGENT_NICE:-0}
 MAST=${MAST:-$ROOT/target/release/mast}
 LOAD=$ROOT/target/release/mast-load
 RUN=$(mktemp -d /tmp/mast-cubefs-scale.XXXXXX)
@@ -64,11 +67,11 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 
-"$MAST" node --role data --master "$HTTP" --simulate "$DATA_NODES" --listen 127.0.0.2:20000 \
+nice -n "$AGENT_NICE" "$MAST" node --role data --master "$HTTP" --simulate "$DATA_NODES" --listen 127.0.0.2:20000 \
     --data-dir "$RUN/data" --preload-partitions "$PARTITIONS" >"$RUN/data.log" 2>&1 &
 DATA_PID=$!
 PIDS+=("$DATA_PID")
-"$MAST" node --role meta --master "$HTTP" --simulate "$META_NODES" --listen 127.0.0.3:20000 \
+nice -n "$AGENT_NICE" "$MAST" node --role meta --master "$HTTP" --simulate "$META_NODES" --listen 127.0.0.3:20000 \
     --data-dir "$RUN/meta" --preload-partitions "$PARTITIONS" >"$RUN/meta.log" 2>&1 &
 META_PID=$!
 PIDS+=("$META_PID")

@@ -363,4 +363,25 @@ mod tests {
         t.apply_heartbeat("b:2", &mut ok(10, 1), 2, 2);
         assert_eq!(t.get("b:2").unwrap().meta_partition_count, 2);
     }
+
+    #[test]
+    fn active_count_changes_and_gaps_follow_the_answers() {
+        let mut t = table(0, false);
+        assert_eq!((t.active_count(), t.changes()), (0, 1));
+        t.apply_heartbeat("a:1", &mut ok(1, 0), 1_000, 1);
+        assert_eq!((t.active_count(), t.changes()), (1, 2));
+        // Another answer changes usage only: no change a node listing shows.
+        t.apply_heartbeat("a:1", &mut ok(1, 0), 7_200, 1);
+        assert_eq!(t.changes(), 2);
+        assert_eq!(t.take_gap_max_ms(), 6_200);
+        assert_eq!(t.take_gap_max_ms(), 0, "a new window");
+        t.judge(30_000, INACTIVE_MS);
+        assert_eq!((t.active_count(), t.changes()), (0, 3));
+        // Silence across a takeover is not a late heartbeat.
+        t.takeover(40_000);
+        t.apply_heartbeat("a:1", &mut ok(1, 0), 41_000, 1);
+        assert_eq!(t.take_gap_max_ms(), 0);
+        t.sync(&[], 42_000, false);
+        assert_eq!((t.active_count(), t.changes()), (0, 5));
+    }
 }

@@ -104,7 +104,7 @@ impl Default for AdminTaskConfig {
         AdminTaskConfig {
             sender_tick_ms: 2_000,
             heartbeat_interval_ms: 6_000,
-            heartbeat_slice_ms: 100,
+            heartbeat_slice_ms: 20,
             heartbeat_spread_percent: 80,
             inactive_after_ms: 18_000,
             tasks_per_tick_max: 30,
@@ -240,6 +240,18 @@ pub enum Answered {
     Applied { was_queued: bool },
     /// This shard is not driving: the sender should try the master.
     NotMaster,
+}
+
+/// How many of a round's `total` heartbeats, `left` of them not sent yet, go out now,
+/// `elapsed_ms` into a round spread over `spread_ms`: enough that the round has sent its
+/// share of the time elapsed, so a late wake-up catches up and the last one is out by the
+/// end of the spread.
+fn slice_len(total: usize, left: usize, elapsed_ms: u64, spread_ms: u64) -> usize {
+    let spread_ms = spread_ms.max(1);
+    let elapsed = elapsed_ms.min(spread_ms);
+    let should_be_sent = (total as u64 * elapsed).div_ceil(spread_ms) as usize;
+    let sent = total.saturating_sub(left);
+    should_be_sent.saturating_sub(sent).min(left)
 }
 
 /// One shard's admin task manager.
@@ -614,10 +626,12 @@ impl AdminTasks {
             .max(1);
         let due: Vec<(String, Role)> = {
             let mut round = self.round.borrow_mut();
-            let elapsed = now.saturating_sub(round.start_ms).min(spread_ms);
-            let should_be_sent = (round.total as u64 * elapsed).div_ceil(spread_ms) as usize;
-            let sent = round.total - round.nodes.len();
-            let n = should_be_sent.saturating_sub(sent).min(round.nodes.len());
+            let n = slice_len(
+                round.total,
+                round.nodes.len(),
+                now.saturating_sub(round.start_ms),
+                spread_ms,
+            );
             round.nodes.drain(..n).collect()
         };
         if due.is_empty() {
@@ -909,4 +923,30 @@ pub async fn metrics_text(shard: &Rc<Shard>) -> String {
         }
     }
     metrics::render(&snaps, &shard.admin_tasks.config.named_limits())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slice_len;
+
+    #[test]
+    fn a_round_is_spread_over_its_window_and_catches_up() {
+        // 5,000 nodes over 4,800 ms in 20 ms wake-ups: ~21 per wake-up, all out by the end.
+        let (total, spread) = (5_000, 4_800);
+        let mut left = total;
+        let mut most = 0;
+        for t in (0..=spread).step_by(20) {
+            let n = slice_len(total, left, t, spread);
+            most = most.max(n);
+            left -= n;
+        }
+        assert_eq!(left, 0);
+        assert!(most <= 21, "{most} in one wake-up");
+        // Nothing at the start, then a late wake-up sends the whole backlog at once.
+        assert_eq!(slice_len(total, total, 0, spread), 0);
+        assert_eq!(slice_len(total, total, 2_400, spread), 2_500);
+        assert_eq!(slice_len(total, 10, 9_999, spread), 10);
+        assert_eq!(slice_len(0, 0, 100, spread), 0);
+        assert_eq!(slice_len(3, 3, 1, 0), 3, "a zero spread sends at once");
+    }
 }
