@@ -3,7 +3,7 @@
 //! flipped or cut) makes the decoders panic or accept a frame of the wrong kind.
 
 use mast::admintask::proto::{
-    decode_packet, decode_reply, encode_packet, encode_reply, AdminTask, JsonAdminTask,
+    decode_packet, decode_reply, encode_packet, encode_reply, AdminTask, Answer, JsonAdminTask,
     PartitionReport, Peer, TaskPacket, TaskReply, TaskRequest, TaskResponse, ADMIN_FRAME_BYTES_MAX,
 };
 use mast_wire::bytes::BytesMut;
@@ -167,10 +167,12 @@ proptest! {
         if let Ok(t) = JsonAdminTask::parse(&body) {
             let _ = t.typed_response();
         }
+        let _ = Answer::parse(&body);
         let body = format!(r#"{{"ID":"x","OpCode":{op},"OperatorAddr":"a:1","Response":{}}}"#,
             String::from_utf8_lossy(&body));
         if let Ok(t) = JsonAdminTask::parse(body.as_bytes()) {
             let _ = t.typed_response();
         }
+        let _ = Answer::parse(body.as_bytes());
     }
 }

@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use mast_http::{Method, Request, Response, Router};
 
-use super::proto::{op, JsonAdminTask};
+use super::proto::{op, Answer};
 use super::{AdminTasks, Answered, Role};
 use crate::node::shard::Shard;
 
@@ -29,8 +29,8 @@ fn ok() -> Response {
 }
 
 /// Parses a response body and checks it belongs on this route.
-pub fn parse(role: Role, body: &[u8]) -> Result<JsonAdminTask, Response> {
-    let task = JsonAdminTask::parse(body).map_err(|e| envelope_error(6, &e.to_string()))?;
+pub fn parse(role: Role, body: &[u8]) -> Result<Answer, Response> {
+    let task = Answer::parse(body).map_err(|e| envelope_error(6, &e.to_string()))?;
     let expected = match role {
         Role::Data => op::DATA_NODE_HEARTBEAT,
         Role::Meta => op::META_NODE_HEARTBEAT,
@@ -55,7 +55,7 @@ pub fn parse(role: Role, body: &[u8]) -> Result<JsonAdminTask, Response> {
 }
 
 /// Applies an answer to `tasks` and builds the HTTP reply.
-pub fn reply(tasks: &AdminTasks, task: &JsonAdminTask) -> Response {
+pub fn reply(tasks: &AdminTasks, task: Answer) -> Response {
     match tasks.answer(task) {
         Answered::Applied { .. } => ok(),
         Answered::NotMaster => Response::text(400, "no leader"),
@@ -70,7 +70,7 @@ async fn handle(shard: Rc<Shard>, role: Role, req: Request) -> Response {
     let owner = crate::placement::owner_shard(&task.operator_addr, shard.mesh.shards());
     match shard
         .run_on(owner, move |s: Rc<Shard>| async move {
-            match s.admin_tasks.answer(&task) {
+            match s.admin_tasks.answer(task) {
                 Answered::Applied { .. } => true,
                 Answered::NotMaster => false,
             }

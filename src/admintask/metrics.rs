@@ -42,6 +42,9 @@ pub struct MetricsSnapshot {
     pub heartbeat_rounds: u64,
     /// Milliseconds the last heartbeat round started after it was due.
     pub heartbeat_lag_ms: u64,
+    /// The longest wait between two successful answers of one node during the last full
+    /// heartbeat interval (goal: at most the interval plus the answer's travel).
+    pub heartbeat_gap_max_ms: u64,
 }
 
 /// Renders the snapshots of every shard as Prometheus text (one series per opcode and
@@ -75,7 +78,7 @@ pub fn render(shards: &[MetricsSnapshot], limits: &[(&str, u64)]) -> String {
         }
     }
     type Get = fn(&MetricsSnapshot) -> u64;
-    let gauges: [(&str, &str, &str, Get); 6] = [
+    let gauges: [(&str, &str, &str, Get); 7] = [
         (
             "mast_admin_nodes_tracked",
             "gauge",
@@ -111,6 +114,12 @@ pub fn render(shards: &[MetricsSnapshot], limits: &[(&str, u64)]) -> String {
             "gauge",
             "How late the last heartbeat round started, in ms.",
             |s| s.heartbeat_lag_ms,
+        ),
+        (
+            "mast_admin_heartbeat_gap_max_ms",
+            "gauge",
+            "Longest wait between two successful heartbeat answers of one node, over the last heartbeat interval, in ms.",
+            |s| s.heartbeat_gap_max_ms,
         ),
     ];
     let _ = writeln!(

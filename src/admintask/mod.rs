@@ -30,6 +30,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
@@ -37,12 +38,22 @@ use tracing::{debug, info, warn};
 pub use conn::TaskError;
 pub use live::{LiveTable, NodeLive};
 pub use metrics::{MetricsSnapshot, OpCounters};
-pub use proto::{AdminTask, JsonAdminTask, Role, TaskRequest, TaskResponse};
+pub use proto::{AdminTask, Answer, JsonAdminTask, Role, TaskRequest, TaskResponse};
 pub use taskmap::Pushed;
 
 use conn::{ConnPool, SendOptions};
 use proto::{op, TaskPacket};
 use taskmap::{TaskMap, TaskMapLimits};
+
+/// Bumped whenever any shard's liveness table changes in a way a node listing shows (a node
+/// turning active or inactive, joining or leaving): part of the key of the cached listings
+/// (`crate::cubefs::cache`). Process-wide; servers sharing a process only rebuild more often.
+static LIVE_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// The current liveness epoch (see [`LIVE_EPOCH`]).
+pub fn live_epoch() -> u64 {
+    LIVE_EPOCH.load(Ordering::SeqCst)
+}
 
 /// Every interval and limit of the manager. Defaults are CubeFS's (reference §4).
 #[derive(Debug, Clone)]
@@ -51,6 +62,11 @@ pub struct AdminTaskConfig {
     pub sender_tick_ms: u64,
     /// How often every node gets a heartbeat task.
     pub heartbeat_interval_ms: u64,
+    /// A round's heartbeats go out in slices this far apart, spread over the first
+    /// `heartbeat_spread_percent` of the interval, so answers arrive as a steady stream and
+    /// the routes sharing the shard never queue behind thousands of them.
+    pub heartbeat_slice_ms: u64,
+    pub heartbeat_spread_percent: u64,
     /// A node silent this long is inactive (3 heartbeat intervals).
     pub inactive_after_ms: u64,
     /// Async tasks sent per node per tick.
@@ -88,6 +104,8 @@ impl Default for AdminTaskConfig {
         AdminTaskConfig {
             sender_tick_ms: 2_000,
             heartbeat_interval_ms: 6_000,
+            heartbeat_slice_ms: 20,
+            heartbeat_spread_percent: 80,
             inactive_after_ms: 18_000,
             tasks_per_tick_max: 30,
             resend_after_ms: 5_000,
@@ -122,6 +140,8 @@ impl AdminTaskConfig {
         vec![
             ("sender_tick_ms", self.sender_tick_ms),
             ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("heartbeat_slice_ms", self.heartbeat_slice_ms),
+            ("heartbeat_spread_percent", self.heartbeat_spread_percent),
             ("inactive_after_ms", self.inactive_after_ms),
             ("tasks_per_tick_max", self.tasks_per_tick_max as u64),
             ("resend_after_ms", self.resend_after_ms),
@@ -208,9 +228,10 @@ impl NodeSource for Rc<ListSource> {
     }
 }
 
-/// Called with every task answer received (after liveness is updated), so the partition
-/// logic can apply load/delete/update results and partition reports.
-pub type ResponseHook = Rc<dyn Fn(&JsonAdminTask, &TaskResponse)>;
+/// Called with every task answer received, after liveness is updated (so the partition
+/// logic can apply load/delete/update results). A heartbeat's partition reports have been
+/// moved into the liveness table by then: read them there ([`AdminTasks::with_live`]).
+pub type ResponseHook = Rc<dyn Fn(&Answer)>;
 
 /// What `/…/response` made of an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,6 +240,18 @@ pub enum Answered {
     Applied { was_queued: bool },
     /// This shard is not driving: the sender should try the master.
     NotMaster,
+}
+
+/// How many of a round's `total` heartbeats, `left` of them not sent yet, go out now,
+/// `elapsed_ms` into a round spread over `spread_ms`: enough that the round has sent its
+/// share of the time elapsed, so a late wake-up catches up and the last one is out by the
+/// end of the spread.
+fn slice_len(total: usize, left: usize, elapsed_ms: u64, spread_ms: u64) -> usize {
+    let spread_ms = spread_ms.max(1);
+    let elapsed = elapsed_ms.min(spread_ms);
+    let should_be_sent = (total as u64 * elapsed).div_ceil(spread_ms) as usize;
+    let sent = total.saturating_sub(left);
+    should_be_sent.saturating_sub(sent).min(left)
 }
 
 /// One shard's admin task manager.
@@ -238,6 +271,19 @@ pub struct AdminTasks {
     next_heartbeat_ms: Cell<u64>,
     heartbeat_rounds: Cell<u64>,
     heartbeat_lag_ms: Cell<u64>,
+    heartbeat_gap_max_ms: Cell<u64>,
+    /// The current round's nodes whose heartbeat is not queued yet, in send order.
+    round: RefCell<Round>,
+    /// `LiveTable::changes` when last published to [`LIVE_EPOCH`].
+    published_changes: Cell<u64>,
+}
+
+/// A heartbeat round being paced out (see `heartbeat_slice_ms`).
+#[derive(Default)]
+struct Round {
+    start_ms: u64,
+    nodes: std::collections::VecDeque<(String, Role)>,
+    total: usize,
 }
 
 fn unix_now_s() -> i64 {
@@ -267,6 +313,9 @@ impl AdminTasks {
             next_heartbeat_ms: Cell::new(0),
             heartbeat_rounds: Cell::new(0),
             heartbeat_lag_ms: Cell::new(0),
+            heartbeat_gap_max_ms: Cell::new(0),
+            round: RefCell::new(Round::default()),
+            published_changes: Cell::new(0),
         })
     }
 
@@ -283,6 +332,14 @@ impl AdminTasks {
     /// True when `addr`'s liveness and tasks live on this shard.
     pub fn owns(&self, addr: &str) -> bool {
         crate::placement::owner_shard(addr, self.shards) == self.shard
+    }
+
+    /// Publishes a change of the liveness table to [`LIVE_EPOCH`].
+    fn publish_changes(&self) {
+        let changes = self.live.borrow().changes();
+        if self.published_changes.replace(changes) != changes {
+            LIVE_EPOCH.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -339,11 +396,12 @@ impl AdminTasks {
         MetricsSnapshot {
             per_op: self.counters.borrow().clone(),
             nodes_tracked: live.len() as u64,
-            nodes_active: live.all().filter(|l| l.is_active).count() as u64,
+            nodes_active: live.active_count() as u64,
             tasks_pending: self.tasks.borrow().values().map(|m| m.len() as u64).sum(),
             driving: self.driving.get(),
             heartbeat_rounds: self.heartbeat_rounds.get(),
             heartbeat_lag_ms: self.heartbeat_lag_ms.get(),
+            heartbeat_gap_max_ms: self.heartbeat_gap_max_ms.get(),
         }
     }
 
@@ -405,12 +463,11 @@ impl AdminTasks {
         }
     }
 
-    /// Applies a node's answer (the JSON AdminTask it posted).
-    pub fn answer(&self, task: &JsonAdminTask) -> Answered {
+    /// Applies a node's answer (the JSON AdminTask it posted, decoded).
+    pub fn answer(&self, mut task: Answer) -> Answered {
         if !self.driving.get() {
             return Answered::NotMaster;
         }
-        let response = task.typed_response();
         let was_queued = self
             .tasks
             .borrow_mut()
@@ -420,13 +477,14 @@ impl AdminTasks {
         if op::is_heartbeat(task.op_code) {
             self.live.borrow_mut().apply_heartbeat(
                 &task.operator_addr,
-                &response,
+                &mut task.response,
                 self.now_ms(),
                 unix_now_s(),
             );
+            self.publish_changes();
         }
         self.count(task.op_code, |c| {
-            if response.status() == 1 {
+            if task.response.status() == 1 {
                 c.acked += 1;
             } else {
                 c.failed += 1;
@@ -434,7 +492,7 @@ impl AdminTasks {
         });
         let hook = self.hook.borrow().clone();
         if let Some(hook) = hook {
-            hook(task, &response);
+            hook(&task);
         }
         Answered::Applied { was_queued }
     }
@@ -457,6 +515,8 @@ impl AdminTasks {
                     }
                 }
                 tasks.clear();
+                *self.round.borrow_mut() = Round::default();
+                LIVE_EPOCH.fetch_add(1, Ordering::SeqCst);
             }
             return;
         }
@@ -468,12 +528,19 @@ impl AdminTasks {
             );
             self.live.borrow_mut().takeover(now);
             self.next_heartbeat_ms.set(now);
+            LIVE_EPOCH.fetch_add(1, Ordering::SeqCst);
         }
-        if now >= self.next_heartbeat_ms.get() {
-            self.heartbeat_lag_ms
-                .set(now - self.next_heartbeat_ms.get());
-            self.next_heartbeat_ms
-                .set(now + self.config.heartbeat_interval_ms);
+        let due_ms = self.next_heartbeat_ms.get();
+        if now >= due_ms {
+            self.heartbeat_lag_ms.set(now - due_ms);
+            // Rounds keep their cadence (a node's heartbeats stay one interval apart) unless
+            // this one is a whole interval late.
+            let next = due_ms + self.config.heartbeat_interval_ms;
+            self.next_heartbeat_ms.set(if next > now {
+                next
+            } else {
+                now + self.config.heartbeat_interval_ms
+            });
             self.heartbeat_round(now, takeover).await;
         }
         self.send_due();
@@ -523,8 +590,55 @@ impl AdminTasks {
         for addr in gone {
             warn!(shard = self.shard, node = %addr, "node inactive: no heartbeat answer");
         }
+        self.publish_changes();
+        let left = self.round.borrow().nodes.len();
+        if left > 0 {
+            // The previous round could not go out in time: those nodes are in this one.
+            warn!(
+                shard = self.shard,
+                nodes = left,
+                "heartbeat round started before the previous one was sent"
+            );
+        }
+        self.heartbeat_gap_max_ms
+            .set(self.live.borrow_mut().take_gap_max_ms());
+        let total = mine.len();
+        *self.round.borrow_mut() = Round {
+            start_ms: now,
+            nodes: mine.into_iter().map(|(a, _, r, _)| (a, r)).collect(),
+            total,
+        };
+        self.heartbeat_rounds.set(self.heartbeat_rounds.get() + 1);
+        debug!(shard = self.shard, nodes = total, "heartbeat round");
+        self.heartbeat_slice();
+    }
+
+    /// Queues and sends the heartbeats of the round that are due by now: the round's nodes
+    /// in proportion to the time elapsed of its spread (a late wake-up catches up).
+    fn heartbeat_slice(self: &Rc<Self>) {
+        if !self.driving.get() {
+            return;
+        }
+        let now = self.now_ms();
+        let spread_ms = (self.config.heartbeat_interval_ms
+            * self.config.heartbeat_spread_percent.clamp(1, 100)
+            / 100)
+            .max(1);
+        let due: Vec<(String, Role)> = {
+            let mut round = self.round.borrow_mut();
+            let n = slice_len(
+                round.total,
+                round.nodes.len(),
+                now.saturating_sub(round.start_ms),
+                spread_ms,
+            );
+            round.nodes.drain(..n).collect()
+        };
+        if due.is_empty() {
+            return;
+        }
         let unix = unix_now_s();
-        for (addr, _, role, _) in &mine {
+        for (addr, role) in &due {
             let task = AdminTask::new(
                 role.heartbeat_op(),
                 addr,
@@ -537,34 +651,42 @@ impl AdminTasks {
             );
             self.queue(task);
         }
-        self.heartbeat_rounds.set(self.heartbeat_rounds.get() + 1);
-        debug!(shard = self.shard, nodes = mine.len(), "heartbeat round");
+        self.send_due_of(due.iter().map(|(a, _)| a.as_str()));
     }
 
     fn send_due(self: &Rc<Self>) {
+        let addrs: Vec<String> = self.tasks.borrow().keys().cloned().collect();
+        self.send_due_of(addrs.iter().map(String::as_str));
+        self.tasks.borrow_mut().retain(|_, m| !m.is_empty());
+    }
+
+    /// Hands out the due tasks of `addrs` (one sender per node at a time).
+    fn send_due_of<'a>(self: &Rc<Self>, addrs: impl Iterator<Item = &'a str>) {
         let now = self.now_ms();
         let mut batches = Vec::new();
         {
             let mut tasks = self.tasks.borrow_mut();
             let mut sending = self.sending.borrow_mut();
-            for (addr, m) in tasks.iter_mut() {
+            for addr in addrs {
                 if sending.len() >= self.config.senders_in_flight_max {
                     break;
                 }
                 if sending.contains(addr) {
                     continue;
                 }
+                let Some(m) = tasks.get_mut(addr) else {
+                    continue;
+                };
                 let plan = m.tick(now);
                 for (id, code) in plan.dropped {
                     debug!(node = %addr, task = %id, "admin task dropped unanswered");
                     self.count(code, |c| c.dropped += 1);
                 }
                 if !plan.send.is_empty() {
-                    sending.insert(addr.clone());
-                    batches.push((addr.clone(), plan.send));
+                    sending.insert(addr.to_string());
+                    batches.push((addr.to_string(), plan.send));
                 }
             }
-            tasks.retain(|_, m| !m.is_empty());
         }
         for (addr, due) in batches {
             let me = self.clone();
@@ -615,13 +737,27 @@ impl AdminTasks {
         D: FnMut() -> Fut,
         Fut: Future<Output = bool>,
     {
+        let tick_ms = self.config.sender_tick_ms.max(1);
+        let slice_ms = self.config.heartbeat_slice_ms.clamp(1, tick_ms);
+        let mut next_tick_ms = 0;
         loop {
             if stop() {
                 return;
             }
-            let d = driving().await;
-            self.tick(d).await;
-            monoio::time::sleep(Duration::from_millis(self.config.sender_tick_ms)).await;
+            let now = self.now_ms();
+            // A heartbeat round starts when due, not at the next sender tick: a node's
+            // heartbeats would otherwise drift up to a tick apart from one interval.
+            let round_due = self.driving.get() && now >= self.next_heartbeat_ms.get();
+            if now >= next_tick_ms || round_due {
+                let d = driving().await;
+                self.tick(d).await;
+                next_tick_ms = self.now_ms() + tick_ms;
+            }
+            self.heartbeat_slice();
+            let wait_ms = next_tick_ms
+                .saturating_sub(self.now_ms())
+                .clamp(1, slice_ms);
+            monoio::time::sleep(Duration::from_millis(wait_ms)).await;
         }
     }
 }
@@ -684,27 +820,34 @@ pub fn wire_registry(shard: &Rc<Shard>) {
     let weak = Rc::downgrade(shard);
     shard
         .admin_tasks
-        .set_response_hook(Rc::new(move |task: &JsonAdminTask, resp: &TaskResponse| {
+        .set_response_hook(Rc::new(move |task: &Answer| {
             let TaskResponse::Heartbeat {
                 status: 1,
                 zone_name,
                 ..
-            } = resp
+            } = &task.response
             else {
                 return;
             };
             let Some(me) = weak.upgrade() else { return };
             let addr = task.operator_addr.clone();
-            let Some(live) = me.admin_tasks.live(&addr) else {
+            // Only what the check needs: cloning the node's partition reports on every
+            // heartbeat would cost more than the rest of the answer.
+            let Some((registered, role)) = me.admin_tasks.with_live(&addr, |l| {
+                (
+                    (!zone_name.is_empty()
+                        && !l.zone_registered.is_empty()
+                        && l.zone_registered != *zone_name)
+                        .then(|| l.zone_registered.clone()),
+                    l.role,
+                )
+            }) else {
                 return;
             };
-            if zone_name.is_empty()
-                || live.zone_registered.is_empty()
-                || live.zone_registered == *zone_name
-            {
+            let Some(registered) = registered else {
                 return;
-            }
-            let role = match live.role {
+            };
+            let role = match role {
                 Some(Role::Meta) => NodeRole::Meta,
                 _ => NodeRole::Data,
             };
@@ -714,7 +857,7 @@ pub fn wire_registry(shard: &Rc<Shard>) {
                 .borrow_mut()
                 .set_zone_registered(&addr, zone_name);
             let zone = zone_name.clone();
-            info!(node = %addr, from = %live.zone_registered, to = %zone, "node reports another zone; moving it");
+            info!(node = %addr, from = %registered, to = %zone, "node reports another zone; moving it");
             monoio::spawn(async move {
                 match crate::cubefs::live::move_node_zone(&me, role, &addr, &zone).await {
                     Ok(outcome) => debug!(node = %addr, ?outcome, "zone move"),
@@ -780,4 +923,30 @@ pub async fn metrics_text(shard: &Rc<Shard>) -> String {
         }
     }
     metrics::render(&snaps, &shard.admin_tasks.config.named_limits())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slice_len;
+
+    #[test]
+    fn a_round_is_spread_over_its_window_and_catches_up() {
+        // 5,000 nodes over 4,800 ms in 20 ms wake-ups: ~21 per wake-up, all out by the end.
+        let (total, spread) = (5_000, 4_800);
+        let mut left = total;
+        let mut most = 0;
+        for t in (0..=spread).step_by(20) {
+            let n = slice_len(total, left, t, spread);
+            most = most.max(n);
+            left -= n;
+        }
+        assert_eq!(left, 0);
+        assert!(most <= 21, "{most} in one wake-up");
+        // Nothing at the start, then a late wake-up sends the whole backlog at once.
+        assert_eq!(slice_len(total, total, 0, spread), 0);
+        assert_eq!(slice_len(total, total, 2_400, spread), 2_500);
+        assert_eq!(slice_len(total, 10, 9_999, spread), 10);
+        assert_eq!(slice_len(0, 0, 100, spread), 0);
+        assert_eq!(slice_len(3, 3, 1, 0), 3, "a zero spread sends at once");
+    }
 }

@@ -26,8 +26,8 @@ use tracing::{debug, info, warn};
 
 use crate::admintask::conn::FramedConn;
 use crate::admintask::proto::{
-    op, result, AdminTask, JsonAdminTask, PartitionReport, Peer, Role, TaskReply, TaskRequest,
-    TaskResponse, ADMIN_FRAME_BYTES_MAX,
+    op, result, AdminTask, PartitionReport, Peer, Role, TaskReply, TaskRequest, TaskResponse,
+    ADMIN_FRAME_BYTES_MAX,
 };
 use state::{NodeState, Partition, PARTITIONS_MAX};
 
@@ -781,7 +781,7 @@ impl SimNode {
             Role::Data => "/dataNode/response",
             Role::Meta => "/metaNode/response",
         };
-        let body = match serde_json::to_vec(&JsonAdminTask::from_task(task)) {
+        let body = match crate::admintask::proto::answer_body(task) {
             Ok(b) => b,
             Err(e) => {
                 warn!(error = %e, "cannot encode an answer");

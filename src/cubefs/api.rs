@@ -13,6 +13,7 @@ use mast_http::{Method, Request, Response, Router};
 use mast_raft::{ConfChange, ConfChangeKind, Role};
 use serde_json::json;
 
+use super::cache::{Lookup, Parts};
 use super::dialect::{fail, go_datetime, no_leader, now_ms, ok, param_fail, Encoding, Params};
 use super::live::{self, LiveMap};
 use super::proxy::{self, Relayed, FORWARDED_HEADER};
@@ -24,7 +25,7 @@ use crate::meta::cubefs::{
 };
 use crate::meta::{MetaCommand, MetaOutcome};
 use crate::node::shard::Shard;
-use crate::replica::{GroupError, MemberAddrs};
+use crate::replica::{GroupError, MemberAddrs, StateMachine};
 use crate::services::{api::call, ServiceCall, ServiceError};
 
 /// CubeFS's code for a failed raft persistence (§2).
@@ -230,15 +231,84 @@ async fn upgrade_settings(_me: Rc<Shard>, ctx: Ctx) -> Response {
     )
 }
 
+/// Serves `route` from shard 0's cache of whole-cluster replies (`super::cache`: valid
+/// while the registry and the nodes' liveness are unchanged), building it with `build` when
+/// there is none; `Err` replies are never kept.
+async fn cached<F, Fut>(me: Rc<Shard>, ctx: Ctx, route: &'static str, build: F) -> Response
+where
+    F: Fn(Rc<Shard>, Encoding) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = Result<Response, Response>> + 'static,
+{
+    let enc = ctx.enc;
+    let slot = (route, enc.gzip);
+    let got = me
+        .run_on(0, move |s0: Rc<Shard>| async move {
+            if let Err(e) = s0.group.read_barrier().await {
+                return Parts::of(group_fail(enc, &e));
+            }
+            // Read after the barrier: a body built from this key is as recent as a build
+            // started now would be.
+            let key = (s0.group.state().applied(), crate::admintask::live_epoch());
+            match s0.cubefs_views.lookup(slot, key) {
+                Lookup::Fresh(parts) => parts,
+                Lookup::Stale { parts, refresh } => {
+                    if refresh {
+                        let s = s0.clone();
+                        monoio::spawn(async move {
+                            match build_off_shard0(&s, enc, build).await {
+                                Ok(p) => s.cubefs_views.store(slot, key, p),
+                                Err(_) => s.cubefs_views.refresh_failed(slot),
+                            }
+                        });
+                    }
+                    parts
+                }
+                Lookup::Miss => match build_off_shard0(&s0, enc, build).await {
+                    Ok(parts) => {
+                        s0.cubefs_views.store(slot, key, parts.clone());
+                        parts
+                    }
+                    Err(parts) => parts,
+                },
+            }
+        })
+        .await;
+    match got {
+        Ok(parts) => parts.into_response(),
+        Err(e) => fail(enc, CODE_INTERNAL, &format!("shard 0 unavailable: {e}")),
+    }
+}
+
+/// Runs a whole-cluster build on the last shard: shard 0 holds the registry every
+/// request reads, and a megabyte of JSON built there would stall them all.
+async fn build_off_shard0<F, Fut>(s0: &Rc<Shard>, enc: Encoding, build: F) -> Result<Parts, Parts>
+where
+    F: Fn(Rc<Shard>, Encoding) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = Result<Response, Response>> + 'static,
+{
+    let k = s0.mesh.shards().saturating_sub(1);
+    s0.run_on(k, move |sk: Rc<Shard>| async move {
+        build(sk, enc).await.map(Parts::of).map_err(Parts::of)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(Parts::of(fail(
+            enc,
+            CODE_INTERNAL,
+            &format!("shard {k} unavailable: {e}"),
+        )))
+    })
+}
+
 async fn get_cluster(me: Rc<Shard>, ctx: Ctx) -> Response {
-    let m = match masters(&me).await {
-        Ok(m) => m,
-        Err(e) => return group_fail(ctx.enc, &e),
-    };
-    let (state, live) = match registry_with_live(&me).await {
-        Ok(x) => x,
-        Err(e) => return group_fail(ctx.enc, &e),
-    };
+    cached(me, ctx, "/admin/getCluster", build_cluster).await
+}
+
+async fn build_cluster(me: Rc<Shard>, enc: Encoding) -> Result<Response, Response> {
+    let m = masters(&me).await.map_err(|e| group_fail(enc, &e))?;
+    let (state, live) = registry_with_live(&me)
+        .await
+        .map_err(|e| group_fail(enc, &e))?;
     let nodes = |role| {
         state
             .nodes_of(role)
@@ -298,7 +368,7 @@ async fn get_cluster(me: Rc<Shard>, ctx: Ctx) -> Response {
         MaxDpCntLimit: views_limit(&state, "maxDpCntLimit"),
         MaxMpCntLimit: views_limit(&state, "maxMpCntLimit"),
     };
-    ok(ctx.enc, view)
+    Ok(ok(enc, view))
 }
 
 fn views_limit(state: &CubefsState, key: &str) -> u64 {
@@ -309,23 +379,33 @@ fn views_limit(state: &CubefsState, key: &str) -> u64 {
 }
 
 async fn cluster_stat(me: Rc<Shard>, ctx: Ctx) -> Response {
-    match registry_with_live(&me).await {
-        Ok((state, live)) => ok(ctx.enc, views::cluster_stat(&state, &live)),
-        Err(e) => group_fail(ctx.enc, &e),
-    }
+    cached(me, ctx, "/cluster/stat", |me, enc| async move {
+        match registry_with_live(&me).await {
+            Ok((state, live)) => Ok(ok(enc, views::cluster_stat(&state, &live))),
+            Err(e) => Err(group_fail(enc, &e)),
+        }
+    })
+    .await
 }
 
 async fn all_nodes(me: Rc<Shard>, ctx: Ctx, role: NodeRole) -> Response {
-    match registry_with_live(&me).await {
-        Ok((state, live)) => ok(
-            ctx.enc,
-            state
-                .nodes_of(role)
-                .map(|n| views::node_view(&state, &live, n))
-                .collect::<Vec<_>>(),
-        ),
-        Err(e) => group_fail(ctx.enc, &e),
-    }
+    let route = match role {
+        NodeRole::Data => "/admin/cluster/getAllDataNodes",
+        NodeRole::Meta => "/admin/cluster/getAllMetaNodes",
+    };
+    cached(me, ctx, route, move |me, enc| async move {
+        match registry_with_live(&me).await {
+            Ok((state, live)) => Ok(ok(
+                enc,
+                state
+                    .nodes_of(role)
+                    .map(|n| views::node_view(&state, &live, n))
+                    .collect::<Vec<_>>(),
+            )),
+            Err(e) => Err(group_fail(enc, &e)),
+        }
+    })
+    .await
 }
 
 async fn get_node(me: Rc<Shard>, ctx: Ctx, role: NodeRole) -> Response {

@@ -130,16 +130,15 @@ fn envelope<T: Serialize>(enc: Encoding, code: i32, msg: &str, data: T) -> Respo
         )
         .into_bytes(),
     };
-    let resp = Response::bytes(200, "application/json", body.clone().into());
     if !enc.gzip {
-        return resp;
+        return Response::bytes(200, "application/json", body.into());
     }
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     match gz.write_all(&body).and_then(|()| gz.finish()) {
         Ok(zipped) => Response::bytes(200, "application/json", zipped.into())
             .with_header("x-cfs-content-encoding", "gzip"),
         // An uncompressed reply without the header is accepted by CubeFS's clients.
-        Err(_) => resp,
+        Err(_) => Response::bytes(200, "application/json", body.into()),
     }
 }
 

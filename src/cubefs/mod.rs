@@ -9,6 +9,7 @@
 //! leader's memory: liveness and usage), answered 400 `no leader` when group 0 has none.
 
 pub mod api;
+pub mod cache;
 pub mod dialect;
 pub mod live;
 pub mod md5;

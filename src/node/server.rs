@@ -253,6 +253,7 @@ fn shard_thread(
             group,
             services,
             admin_tasks,
+            cubefs_views: Default::default(),
             milvus_dd_watchers: Default::default(),
             milvus_dd_wakers: Default::default(),
             loop_stalls: Default::default(),

@@ -60,6 +60,8 @@ pub struct Shard {
     pub services: Rc<LeaderServices>,
     /// Heartbeats, liveness and admin tasks of the storage nodes this shard owns.
     pub admin_tasks: Rc<crate::admintask::AdminTasks>,
+    /// Cached whole-cluster CubeFS replies (used on shard 0 only).
+    pub cubefs_views: crate::cubefs::cache::ViewCache,
     /// DD channel watchers this shard is serving (`crate::milvus::dd`), to bound them.
     pub milvus_dd_watchers: std::cell::Cell<usize>,
     /// Wakeups of this shard's DD watchers, fired when a DDL is acknowledged on this node.

@@ -223,7 +223,7 @@ fn router(tasks: Rc<AdminTasks>, source: Rc<ListSource>, registry: Registry) -> 
         let tasks = tasks.clone();
         router = router.route(Method::POST, path, move |req: Request| {
             let r = match task_http::parse(role, req.body()) {
-                Ok(t) => task_http::reply(&tasks, &t),
+                Ok(t) => task_http::reply(&tasks, t),
                 Err(r) => r,
             };
             async move { r }
