@@ -14,6 +14,7 @@
 pub mod body;
 pub mod dd;
 pub mod schema;
+pub mod timetick;
 
 use std::rc::Rc;
 use std::time::Duration;
