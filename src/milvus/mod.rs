@@ -12,8 +12,10 @@
 //! Reads (describe, list, has) pass the owner shard's read barrier first: linearizable.
 
 pub mod body;
+pub mod coord;
 pub mod dd;
 pub mod schema;
+pub mod session;
 pub mod timetick;
 
 use std::rc::Rc;

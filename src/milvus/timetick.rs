@@ -145,6 +145,16 @@ impl Barriers {
         self.producers.len()
     }
 
+    pub fn producer_ids(&self) -> Vec<i64> {
+        self.producers.keys().copied().collect()
+    }
+
+    /// Makes the DDL source take part from now on: until its first report the hard barrier
+    /// holds (a leader that just took over does not know which DDLs are unfinished).
+    pub fn require_ddl(&mut self) {
+        self.ddl.get_or_insert(0);
+    }
+
     pub fn is_producer(&self, id: i64) -> bool {
         self.producers.contains_key(&id)
     }
@@ -463,6 +473,17 @@ mod tests {
         b.report_ddl(30); // never moves back
         b.report_ddl(70);
         assert_eq!(step(&mut b, "c").1, vec![70]);
+    }
+
+    #[test]
+    fn a_required_ddl_source_holds_the_hard_barrier_until_it_reports() {
+        let mut b = Barriers::new(0);
+        b.require_ddl();
+        b.add_producer(1);
+        b.report(1, &names(&["c"]), &[100], 100).unwrap();
+        assert_eq!(step(&mut b, "c"), (Some(100), vec![]));
+        b.report_ddl(100);
+        assert_eq!(step(&mut b, "c").1, vec![100]);
     }
 
     #[test]

@@ -253,6 +253,7 @@ fn shard_thread(
             admin_tasks,
             milvus_dd_watchers: Default::default(),
             milvus_dd_wakers: Default::default(),
+            milvus_coord: Default::default(),
         });
         let jobs = {
             let (mesh, ctx) = (mesh.clone(), ctx.clone());
@@ -262,6 +263,7 @@ fn shard_thread(
         monoio::spawn(leader_affinity(ctx.clone()));
         if shard == 0 {
             monoio::spawn(crate::cubefs::vol_api::background_loop(ctx.clone(), 2_000));
+            monoio::spawn(crate::milvus::coord::background_loop(ctx.clone()));
         }
         crate::admintask::wire_registry(&ctx);
         monoio::spawn(crate::admintask::run_shard(ctx.clone()));
@@ -271,6 +273,7 @@ fn shard_thread(
         let router = crate::cubefs::routes(router, ctx.clone());
         let router = crate::admintask::http::routes(router, ctx.clone());
         let router = crate::milvus::routes(router, ctx.clone());
+        let router = crate::milvus::coord::routes(router, ctx.clone());
         let router = Rc::new(super::members_api::routes(router, ctx.clone()));
         mast_http::serve(
             listener,

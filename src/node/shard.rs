@@ -62,6 +62,8 @@ pub struct Shard {
     pub milvus_dd_watchers: std::cell::Cell<usize>,
     /// Wakeups of this shard's DD watchers, fired when a DDL is acknowledged on this node.
     pub milvus_dd_wakers: crate::milvus::dd::DdWakers,
+    /// Shard 0: the Milvus coordinator's leader memory (sessions' liveness, time ticks).
+    pub milvus_coord: crate::milvus::coord::CoordMemory,
 }
 
 impl Shard {

@@ -82,6 +82,9 @@ stored! {
         pub hard: u64,
         /// The last hard values, oldest first (at most `HARD_HISTORY_MAX`).
         pub history: VecDeque<u64>,
+        /// The newest hard value dropped from `history` (0: none): a watcher that last saw
+        /// less than this has missed values.
+        pub evicted: u64,
     }
 
     struct SnapshotData {
@@ -167,13 +170,14 @@ impl CoordState {
                                 soft: 0,
                                 hard: 0,
                                 history: VecDeque::new(),
+                                evicted: 0,
                             });
                     c.soft = c.soft.max(m.soft);
                     for &h in &m.hard {
                         if h > c.hard {
                             c.hard = h;
                             if c.history.len() >= HARD_HISTORY_MAX {
-                                c.history.pop_front();
+                                c.evicted = c.history.pop_front().unwrap_or(c.evicted);
                             }
                             c.history.push_back(h);
                         }
@@ -325,6 +329,7 @@ mod tests {
         let c = &st.channels["c"];
         assert_eq!(c.history.len(), HARD_HISTORY_MAX);
         assert_eq!(c.history.back(), many.last());
+        assert_eq!(c.evicted, 104, "3, 5, 8, 9, 100..=104 were evicted");
     }
 
     fn arb_cmd() -> impl Strategy<Value = CoordCommand> {
