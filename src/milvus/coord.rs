@@ -42,7 +42,7 @@ use tracing::{info, warn};
 
 use super::body::*;
 use super::session::{Liveness, SESSION_TTL_DEFAULT_MS};
-use super::timetick::{Barriers, REPORT_CHANNELS_MAX};
+use super::timetick::{Barriers, TickError, REPORT_CHANNELS_MAX};
 use super::{group_err, mesh_failed, service_err};
 use crate::cubefs::proxy::{relay, Relayed, FORWARDED_HEADER};
 use crate::meta::milvus::coord::{
@@ -485,7 +485,14 @@ async fn leave(me: Rc<Shard>, req: Request) -> MResult<Value> {
     let id = id_req(&Body::parse(req.body())?)?;
     let out = me
         .run_on(0, move |s0: Rc<Shard>| async move {
-            propose(&s0, CoordCommand::Remove { id, expired: false }).await
+            let out = propose(&s0, CoordCommand::Remove { id, expired: false }).await?;
+            // Stop holding the barriers now rather than at the next sync (when this node
+            // leads; otherwise the leader's sync catches up within `SYNC_INTERVAL_MS`).
+            if let Some(m) = s0.milvus_coord.mem.borrow_mut().as_mut() {
+                m.barriers.remove_producer(id);
+                m.live.forget(id);
+            }
+            MResult::Ok(out)
         })
         .await
         .map_err(|_| mesh_failed())??;
@@ -517,7 +524,7 @@ async fn list(me: Rc<Shard>, req: Request) -> MResult<Value> {
             .values()
             .filter(|s| {
                 role.as_deref()
-                    .is_none_or(|r| s.role.eq_ignore_ascii_case(r))
+                    .map_or(true, |r| s.role.eq_ignore_ascii_case(r))
             })
             .map(session_json)
             .collect();
@@ -590,10 +597,28 @@ async fn update_tick(s0: Rc<Shard>, b: Body) -> MResult<Value> {
         None => return Err(required("defaultTimestamp")),
     };
     let c = &s0.milvus_coord.counters;
-    let r = match s0.milvus_coord.mem.borrow_mut().as_mut() {
-        Some(m) => m.barriers.report(source, &names, &timestamps, default),
-        None => return Err(not_ready("the coordinator memory is being rebuilt")),
+    let report = |s0: &Shard| match s0.milvus_coord.mem.borrow_mut().as_mut() {
+        Some(m) => Ok(m.barriers.report(source, &names, &timestamps, default)),
+        None => Err(not_ready("the coordinator memory is being rebuilt")),
     };
+    let mut r = report(&s0)?;
+    if r == Err(TickError::UnknownProducer(source)) {
+        // Registered since the last sync: look at the replicated sessions now.
+        s0.group.read_barrier().await.map_err(group_err)?;
+        let registered = s0
+            .group
+            .state()
+            .milvus_coord
+            .sessions
+            .get(&source)
+            .is_some_and(|s| is_producer(&s.role));
+        if registered {
+            if let Some(m) = s0.milvus_coord.mem.borrow_mut().as_mut() {
+                m.barriers.add_producer(source);
+            }
+            r = report(&s0)?;
+        }
+    }
     match r {
         Ok(()) => {
             bump(&c.reports);
