@@ -15,6 +15,7 @@ pub mod body;
 pub mod coord;
 pub mod dd;
 pub mod schema;
+pub mod segment;
 pub mod session;
 pub mod timetick;
 
