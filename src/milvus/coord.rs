@@ -28,6 +28,7 @@
 //! not lead group 0 are relayed once to the leader's HTTP address.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -41,12 +42,16 @@ use serde_json::{json, Value};
 use tracing::{info, warn};
 
 use super::body::*;
+use super::segment::{
+    estimate_row_bytes, max_rows, ms_to_ts, Allocator, SegInfo, SegState, ASSIGNMENT_EXPIRATION_MS,
+    SEAL_PROPORTION, SEGMENT_MAX_SIZE_MB,
+};
 use super::session::{Liveness, SESSION_TTL_DEFAULT_MS};
 use super::timetick::{Barriers, TickError, REPORT_CHANNELS_MAX};
 use super::{group_err, mesh_failed, service_err};
 use crate::cubefs::proxy::{relay, Relayed, FORWARDED_HEADER};
 use crate::meta::milvus::coord::{
-    ChannelMarks, CoordCommand, Mark, Session, ROLES, SESSION_TTL_MAX_MS,
+    ChannelMarks, CoordCommand, Mark, SegmentMeta, Session, ROLES, SESSION_TTL_MAX_MS,
 };
 use crate::meta::milvus::{Command, Outcome};
 use crate::meta::{MetaCommand, MetaOutcome};
@@ -82,6 +87,10 @@ struct Memory {
     term: u64,
     barriers: Barriers,
     live: Liveness,
+    /// Segment grants (`segment.rs`).
+    alloc: Allocator,
+    /// (collection, partition) → max rows per segment, once looked up.
+    max_rows: HashMap<(u64, u64), u64>,
 }
 
 /// Counters of the leader memory (since this process started).
@@ -156,6 +165,11 @@ async fn ensure_memory(s0: &Rc<Shard>) -> MResult<()> {
     if matches!(&*s0.milvus_coord.mem.borrow(), Some(m) if m.term == term) {
         return Ok(());
     }
+    // Every grant an earlier leader issued carries a timestamp below this one.
+    let fresh = tso(s0).await?;
+    if matches!(&*s0.milvus_coord.mem.borrow(), Some(m) if m.term == term) {
+        return Ok(());
+    }
     let now = now_ms();
     let mem = {
         let st = s0.group.state();
@@ -170,10 +184,17 @@ async fn ensure_memory(s0: &Rc<Shard>) -> MResult<()> {
         }
         let mut live = Liveness::default();
         live.sync(c.sessions.values().map(|s| (s.id, s.ttl_ms)), now);
+        let alloc = Allocator::take_over(
+            c.segments.values().map(seg_info).collect(),
+            fresh,
+            ms_to_ts(ASSIGNMENT_EXPIRATION_MS),
+        );
         Memory {
             term,
             barriers,
             live,
+            alloc,
+            max_rows: HashMap::new(),
         }
     };
     info!(
@@ -185,6 +206,37 @@ async fn ensure_memory(s0: &Rc<Shard>) -> MResult<()> {
     bump(&s0.milvus_coord.counters.rebuilds);
     *s0.milvus_coord.mem.borrow_mut() = Some(mem);
     Ok(())
+}
+
+async fn tso(s: &Rc<Shard>) -> MResult<u64> {
+    Ok(
+        crate::services::api::call(s.clone(), ServiceCall::Tso { count: 1 })
+            .await
+            .map_err(service_err)?
+            .first,
+    )
+}
+
+fn seg_state(name: &str) -> SegState {
+    match name {
+        "Growing" => SegState::Growing,
+        "Sealed" => SegState::Sealed,
+        "Flushing" => SegState::Flushing,
+        "Flushed" => SegState::Flushed,
+        _ => SegState::Dropped,
+    }
+}
+
+fn seg_info(m: &SegmentMeta) -> SegInfo {
+    SegInfo {
+        id: m.id,
+        collection: m.collection,
+        partition: m.partition,
+        channel: m.channel.clone(),
+        max_rows: m.max_rows,
+        rows: m.rows,
+        state: seg_state(&m.state),
+    }
 }
 
 async fn propose(s: &Rc<Shard>, cmd: CoordCommand) -> MResult<Outcome> {
@@ -840,6 +892,267 @@ async fn watch(me: Rc<Shard>, req: Request) -> Response {
     Response::streamed(200, "application/x-ndjson", body)
 }
 
+/// Requests one `assign_segment_id` may carry.
+pub const SEGMENT_REQUESTS_MAX: usize = 1024;
+/// Attempts to plan a request whose new segment IDs were taken meanwhile.
+const PLAN_ATTEMPTS_MAX: usize = 4;
+
+/// Max rows per segment of a (collection, partition), or why it cannot be served.
+async fn lookup_max_rows(s0: &Rc<Shard>, collection: u64, partition: u64) -> MResult<u64> {
+    for k in 0..s0.mesh.shards() {
+        let found = s0
+            .run_on(k, move |s: Rc<Shard>| async move {
+                s.group.read_barrier().await.map_err(group_err)?;
+                let st = s.group.state();
+                MResult::Ok(st.milvus.collection_by_id(collection).map(|(_, c)| {
+                    let has_partition = c.partitions.iter().any(|p| p.id == partition);
+                    let bytes = estimate_row_bytes(&c.spec.fields, c.spec.enable_dynamic);
+                    (has_partition, bytes)
+                }))
+            })
+            .await
+            .map_err(|_| mesh_failed())??;
+        match found {
+            Some((true, bytes)) => return Ok(max_rows(SEGMENT_MAX_SIZE_MB, bytes)),
+            Some((false, _)) => {
+                return Err(MErr::new(
+                    200,
+                    format!("partition not found[partition={partition}]"),
+                ))
+            }
+            None => {}
+        }
+    }
+    Err(MErr::new(
+        100,
+        format!("collection not found[collection={collection}]"),
+    ))
+}
+
+struct SegReq {
+    count: u64,
+    channel: String,
+    collection: u64,
+    partition: u64,
+}
+
+fn seg_req(v: &Value) -> MResult<SegReq> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| MErr::invalid("a segment ID request must be an object"))?;
+    let b = Body::from_map(obj.clone());
+    let num = |name: &str| -> MResult<u64> {
+        match b.get(name) {
+            Some(v) => u64_of(v, name),
+            None => Err(required(name)),
+        }
+    };
+    let count = num("count")?;
+    if count == 0 || count > u32::MAX as u64 {
+        return Err(MErr::invalid(format!(
+            "count {count} is outside 1..=2^32-1"
+        )));
+    }
+    let channel = channel_req(&b)?;
+    Ok(SegReq {
+        count,
+        channel,
+        collection: num("collectionID")?,
+        partition: num("partitionID")?,
+    })
+}
+
+/// `assign_segment_id` (`AssignSegmentIDRequest`): `{segmentIDRequests: [{count,
+/// channelName, collectionID, partitionID}]}` → `{segIDAssignments: [...]}`; a failing
+/// request fails only its entry.
+async fn assign_segment_id(s0: Rc<Shard>, b: Body) -> MResult<Value> {
+    let reqs = b
+        .array_opt("segmentIDRequests")?
+        .ok_or_else(|| required("segmentIDRequests"))?;
+    if reqs.len() > SEGMENT_REQUESTS_MAX {
+        return Err(MErr::invalid(format!(
+            "{} segment ID requests, more than {SEGMENT_REQUESTS_MAX}",
+            reqs.len()
+        )));
+    }
+    let ts = tso(&s0).await?;
+    let expire = ts.saturating_add(ms_to_ts(ASSIGNMENT_EXPIRATION_MS));
+    let mut out = Vec::with_capacity(reqs.len());
+    let mut created: Vec<SegmentMeta> = Vec::new();
+    let status = |e: &MErr| json!({"code": e.code, "reason": e.message});
+    for v in &reqs {
+        let r = match seg_req(v) {
+            Ok(r) => r,
+            Err(e) => {
+                out.push(json!({"segID": 0, "count": 0, "expireTime": 0, "status": status(&e)}));
+                continue;
+            }
+        };
+        let entry = |seg: u64, count: u64, st: Value| {
+            json!({"segID": seg, "channelName": r.channel, "count": count,
+                   "collectionID": r.collection, "partitionID": r.partition,
+                   "expireTime": expire, "status": st})
+        };
+        let key = (r.collection, r.partition);
+        let cached = s0
+            .milvus_coord
+            .mem
+            .borrow()
+            .as_ref()
+            .and_then(|m| m.max_rows.get(&key).copied());
+        let rows_max = match cached {
+            Some(m) => m,
+            None => match lookup_max_rows(&s0, r.collection, r.partition).await {
+                Ok(m) => {
+                    if let Some(mem) = s0.milvus_coord.mem.borrow_mut().as_mut() {
+                        mem.max_rows.insert(key, m);
+                    }
+                    m
+                }
+                Err(e) => {
+                    out.push(entry(0, 0, status(&e)));
+                    continue;
+                }
+            },
+        };
+        let request = super::segment::Request {
+            count: r.count,
+            channel: r.channel.clone(),
+            collection: r.collection,
+            partition: r.partition,
+        };
+        let mut result = Err(MErr::new(CODE_INTERNAL, "segment IDs kept running out"));
+        for _ in 0..PLAN_ATTEMPTS_MAX {
+            // How many new segments it needs, then that many IDs, then the real plan (the
+            // memory may have moved while the IDs were fetched).
+            let needed = {
+                let mut mem = s0.milvus_coord.mem.borrow_mut();
+                let Some(m) = mem.as_mut() else {
+                    return Err(not_ready("the coordinator memory is being rebuilt"));
+                };
+                m.alloc.expire(None, ts);
+                m.alloc
+                    .plan(&request, rows_max, SEAL_PROPORTION, expire, &mut (1u64..))
+                    .map(|p| p.new_segments.len() as u64)
+            };
+            let needed = match needed {
+                Ok(n) => n,
+                Err(e) => {
+                    result = Err(MErr::invalid(e));
+                    break;
+                }
+            };
+            let first = if needed > 0 {
+                crate::services::api::call(s0.clone(), ServiceCall::Ids { count: needed })
+                    .await
+                    .map_err(service_err)?
+                    .first
+            } else {
+                0
+            };
+            let mut mem = s0.milvus_coord.mem.borrow_mut();
+            let Some(m) = mem.as_mut() else {
+                return Err(not_ready("the coordinator memory is being rebuilt"));
+            };
+            match m.alloc.plan(
+                &request,
+                rows_max,
+                SEAL_PROPORTION,
+                expire,
+                &mut (first..first + needed),
+            ) {
+                Ok(plan) => {
+                    // Reserved before the await below, so concurrent requests see it.
+                    m.alloc.commit(&plan);
+                    created.extend(plan.new_segments.iter().map(|s| SegmentMeta {
+                        id: s.id,
+                        collection: s.collection,
+                        partition: s.partition,
+                        channel: s.channel.clone(),
+                        max_rows: s.max_rows,
+                        rows: 0,
+                        state: "Growing".into(),
+                        open_ts: ts,
+                        close_ts: 0,
+                    }));
+                    result = Ok(plan.assignments);
+                    break;
+                }
+                Err(super::segment::AllocError::OutOfIds) => continue,
+                Err(e) => {
+                    result = Err(MErr::invalid(e));
+                    break;
+                }
+            }
+        }
+        match result {
+            Ok(assignments) => {
+                for a in assignments {
+                    out.push(entry(a.segment, a.count, json!({"code": 0, "reason": ""})));
+                }
+            }
+            Err(e) => out.push(entry(0, 0, status(&e))),
+        }
+    }
+    if !created.is_empty() {
+        if let Err(e) = propose(&s0, CoordCommand::Segments { created }).await {
+            // The grants were reserved in memory but are not answered; rebuilding treats
+            // every growing segment as fully granted until they would have expired.
+            s0.milvus_coord.reset();
+            return Err(e);
+        }
+    }
+    Ok(json!({"segIDAssignments": out}))
+}
+
+fn segment_json(s: &SegmentMeta) -> Value {
+    json!({
+        "segmentID": s.id,
+        "collectionID": s.collection,
+        "partitionID": s.partition,
+        "channelName": s.channel,
+        "maxRows": s.max_rows,
+        "numRows": s.rows,
+        "state": s.state,
+        "openTime": s.open_ts,
+        "closeTime": s.close_ts,
+    })
+}
+
+/// `show_segments`: `{collectionID, partitionID?}` → `{segmentIDs}` (linearizable).
+/// `describe_segments`: `{collectionID?, segmentIDs?}` → `{segments: [...]}`.
+async fn segments_read(me: Rc<Shard>, req: Request, describe: bool) -> MResult<Value> {
+    let b = Body::parse(req.body())?;
+    let collection = b.int_opt("collectionID")?;
+    let partition = b.int_opt("partitionID")?;
+    let ids: Option<Vec<u64>> = b
+        .array_opt("segmentIDs")?
+        .map(|v| v.iter().map(|x| u64_of(x, "a segment ID")).collect())
+        .transpose()?;
+    if !describe && collection.is_none() {
+        return Err(required("collectionID"));
+    }
+    me.run_on(0, move |s0: Rc<Shard>| async move {
+        s0.group.read_barrier().await.map_err(group_err)?;
+        let st = s0.group.state();
+        let matching: Vec<&SegmentMeta> = st
+            .milvus_coord
+            .segments
+            .values()
+            .filter(|s| collection.map_or(true, |c| s.collection as i64 == c))
+            .filter(|s| partition.map_or(true, |p| s.partition as i64 == p))
+            .filter(|s| ids.as_ref().map_or(true, |ids| ids.contains(&s.id)))
+            .collect();
+        Ok(if describe {
+            json!({"segments": matching.iter().map(|s| segment_json(s)).collect::<Vec<_>>()})
+        } else {
+            json!({"segmentIDs": matching.iter().map(|s| s.id).collect::<Vec<_>>()})
+        })
+    })
+    .await
+    .map_err(|_| mesh_failed())?
+}
+
 fn reply(r: MResult<Value>) -> Response {
     match r {
         Ok(v) => ok(v),
@@ -849,6 +1162,7 @@ fn reply(r: MResult<Value>) -> Response {
 
 /// Adds the routes of this module.
 pub fn routes(router: Router, shard: Rc<Shard>) -> Router {
+    let (i, j, k) = (shard.clone(), shard.clone(), shard.clone());
     let s = shard;
     let (a, b, c, d, e, f, g, h) = (
         s.clone(),
@@ -912,6 +1226,27 @@ pub fn routes(router: Router, shard: Rc<Shard>) -> Router {
             Method::POST,
             "/v2/rootcoord/time_tick/watch",
             move |req: Request| watch(h.clone(), req),
+        )
+        .route(
+            Method::POST,
+            "/v2/rootcoord/assign_segment_id",
+            move |req: Request| on_leader(i.clone(), req, assign_segment_id),
+        )
+        .route(
+            Method::POST,
+            "/v2/rootcoord/show_segments",
+            move |req: Request| {
+                let j = j.clone();
+                async move { reply(segments_read(j, req, false).await) }
+            },
+        )
+        .route(
+            Method::POST,
+            "/v2/rootcoord/describe_segments",
+            move |req: Request| {
+                let k = k.clone();
+                async move { reply(segments_read(k, req, true).await) }
+            },
         )
 }
 

@@ -22,6 +22,8 @@ pub const SESSIONS_MAX: usize = 100_000;
 pub const CHANNELS_MAX: usize = 4096;
 /// Hard-barrier values kept per channel for watchers that resume.
 pub const HARD_HISTORY_MAX: usize = 1024;
+/// Segments the table holds.
+pub const SEGMENTS_MAX: usize = 1_000_000;
 /// Longest session TTL a registration may ask for.
 pub const SESSION_TTL_MAX_MS: u64 = 3_600_000;
 /// Roles a session may have.
@@ -74,6 +76,22 @@ stored! {
         Remove { id: i64, expired: bool },
         /// Durable barrier values; each never goes backwards (lower values are ignored).
         Marks { marks: Vec<Mark> },
+        /// New growing segments, made durable before their grants are answered.
+        Segments { created: Vec<SegmentMeta> },
+    }
+
+    /// A segment (design §10.4.1's `SegmentMeta`).
+    pub struct SegmentMeta {
+        pub id: u64,
+        pub collection: u64,
+        pub partition: u64,
+        pub channel: String,
+        pub max_rows: u64,
+        pub rows: u64,
+        /// `Growing` `Sealed` `Flushing` `Flushed` `Dropped`.
+        pub state: String,
+        pub open_ts: u64,
+        pub close_ts: u64,
     }
 
     /// One channel's durable barriers.
@@ -91,6 +109,7 @@ stored! {
         sessions: Vec<Session>,
         channels: Vec<(String, ChannelMarks)>,
         expired_total: u64,
+        segments: Vec<SegmentMeta>,
     }
 }
 
@@ -101,6 +120,7 @@ pub struct CoordState {
     pub channels: BTreeMap<String, ChannelMarks>,
     /// Sessions removed because they expired.
     pub expired_total: u64,
+    pub segments: BTreeMap<u64, SegmentMeta>,
 }
 
 fn refuse(message: impl Into<String>) -> Outcome {
@@ -154,6 +174,17 @@ impl CoordState {
                 }
                 Outcome::Done
             }
+            CoordCommand::Segments { created } => {
+                if self.segments.len() + created.len() > SEGMENTS_MAX {
+                    return refuse(format!(
+                        "{SEGMENTS_MAX} segments are recorded, the most mast keeps: invalid parameter"
+                    ));
+                }
+                for seg in created {
+                    self.segments.entry(seg.id).or_insert_with(|| seg.clone());
+                }
+                Outcome::Done
+            }
             CoordCommand::Marks { marks } => {
                 for m in marks {
                     if !self.channels.contains_key(&m.channel)
@@ -201,6 +232,7 @@ impl CoordState {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             expired_total: self.expired_total,
+            segments: self.segments.values().cloned().collect(),
         })
     }
 
@@ -221,6 +253,14 @@ impl CoordState {
         for s in data.sessions {
             if st.sessions.insert(s.id, s).is_some() {
                 return Err("milvus coordinator table: a session appears twice".into());
+            }
+        }
+        if data.segments.len() > SEGMENTS_MAX {
+            return Err("milvus coordinator table: too many segments".into());
+        }
+        for seg in data.segments {
+            if st.segments.insert(seg.id, seg).is_some() {
+                return Err("milvus coordinator table: a segment appears twice".into());
             }
         }
         for (k, v) in data.channels {
@@ -344,6 +384,24 @@ mod tests {
             }),
             (0i64..20, any::<bool>())
                 .prop_map(|(id, expired)| CoordCommand::Remove { id, expired }),
+            prop::collection::vec((0u64..50, 0u64..3, 0u64..1000), 0..4).prop_map(|v| {
+                CoordCommand::Segments {
+                    created: v
+                        .into_iter()
+                        .map(|(id, c, rows)| SegmentMeta {
+                            id,
+                            collection: c,
+                            partition: c + 1,
+                            channel: format!("ch-{c}"),
+                            max_rows: 1000,
+                            rows,
+                            state: "Growing".into(),
+                            open_ts: id,
+                            close_ts: 0,
+                        })
+                        .collect(),
+                }
+            }),
             prop::collection::vec(
                 (0u8..5, 0u64..1000, prop::collection::vec(0u64..1000, 0..5)),
                 0..4
