@@ -142,4 +142,38 @@ fn assign_show_and_describe_segments() {
         json!({"collectionID": 987654321}),
     );
     assert_eq!(shown["segmentIDs"], json!([]));
+
+    // A flush report past the seal proportion (0.12 × max, jitter ≥ 0.9) seals the segment;
+    // sealed segments take no more grants; a state never moves back.
+    let r = ok(
+        &mut c,
+        "/v2/rootcoord/segment_report",
+        json!({"segmentID": seg, "numRows": max / 8, "binlogCount": 1}),
+    );
+    assert_eq!(r["state"], "Sealed", "{r}");
+    assert_eq!(r["sealReason"], "capacity", "{r}");
+    let a = ok(
+        &mut c,
+        "/v2/rootcoord/assign_segment_id",
+        json!({"segmentIDRequests": [
+            {"count": 10, "channelName": "dml_0", "collectionID": coll, "partitionID": part},
+        ]}),
+    );
+    assert_ne!(entries(&a)[0]["segID"].as_u64(), Some(seg), "{a}");
+    let r = c
+        .post_json(
+            "/v2/rootcoord/segment_report",
+            &json!({"segmentID": seg, "numRows": 1, "state": "Growing"}),
+        )
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(r["code"], 1100, "{r}");
+    let segs = ok(
+        &mut c,
+        "/v2/rootcoord/describe_segments",
+        json!({"segmentIDs": [seg]}),
+    );
+    assert_eq!(segs["segments"][0]["numRows"], max / 8);
+    assert!(segs["segments"][0]["closeTime"].as_u64().unwrap() > 0);
 }

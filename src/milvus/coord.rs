@@ -1105,6 +1105,73 @@ async fn assign_segment_id(s0: Rc<Shard>, b: Body) -> MResult<Value> {
     Ok(json!({"segIDAssignments": out}))
 }
 
+/// `segment_report`: `{segmentID, numRows, binlogCount?, state?}` from a data node (its
+/// flush report). The leader applies the seal policies to a growing segment (reference §5)
+/// and records rows and state; replies `{segmentID, state, sealReason}`.
+async fn segment_report(s0: Rc<Shard>, b: Body) -> MResult<Value> {
+    let num = |name: &str| -> MResult<u64> {
+        match b.get(name) {
+            Some(v) => u64_of(v, name),
+            None => Err(required(name)),
+        }
+    };
+    let id = num("segmentID")?;
+    let rows = num("numRows")?;
+    let binlogs = match b.get("binlogCount") {
+        Some(v) => u64_of(v, "binlogCount")?,
+        None => 0,
+    };
+    let asked = b.str_opt("state")?;
+    let Some(seg) = s0.group.state().milvus_coord.segments.get(&id).cloned() else {
+        return Err(MErr::invalid(format!("segment {id} not found")));
+    };
+    let ts = tso(&s0).await?;
+    let age_s = (ts.saturating_sub(seg.open_ts) >> super::segment::TS_LOGICAL_BITS) / 1000;
+    // The jitter is drawn once per segment: derived from its ID so every evaluation agrees.
+    let jitter = 1.0
+        - super::segment::SEAL_PROPORTION_JITTER
+            * ((id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 53) as f64 / (1u64 << 11) as f64);
+    let reason = if seg.state == "Growing" {
+        super::segment::seal_reason(&super::segment::SealInput {
+            rows,
+            max_rows: seg.max_rows,
+            binlogs,
+            age_s,
+            idle_s: 0,
+            row_bytes: (SEGMENT_MAX_SIZE_MB * 1024 * 1024) / seg.max_rows.max(1),
+            jitter,
+        })
+    } else {
+        None
+    };
+    let state = match (asked, reason) {
+        (Some(s), _) => s,
+        (None, Some(_)) => "Sealed".to_string(),
+        (None, None) => seg.state.clone(),
+    };
+    propose(
+        &s0,
+        CoordCommand::SegmentReport {
+            ts,
+            id,
+            rows,
+            state: state.clone(),
+        },
+    )
+    .await?;
+    let updated = s0
+        .group
+        .state()
+        .milvus_coord
+        .segments
+        .get(&id)
+        .map(seg_info);
+    if let (Some(info), Some(m)) = (updated, s0.milvus_coord.mem.borrow_mut().as_mut()) {
+        m.alloc.update(info);
+    }
+    Ok(json!({"segmentID": id, "state": state, "sealReason": reason.unwrap_or("")}))
+}
+
 fn segment_json(s: &SegmentMeta) -> Value {
     json!({
         "segmentID": s.id,
@@ -1162,7 +1229,7 @@ fn reply(r: MResult<Value>) -> Response {
 
 /// Adds the routes of this module.
 pub fn routes(router: Router, shard: Rc<Shard>) -> Router {
-    let (i, j, k) = (shard.clone(), shard.clone(), shard.clone());
+    let (i, j, k, l) = (shard.clone(), shard.clone(), shard.clone(), shard.clone());
     let s = shard;
     let (a, b, c, d, e, f, g, h) = (
         s.clone(),
@@ -1231,6 +1298,11 @@ pub fn routes(router: Router, shard: Rc<Shard>) -> Router {
             Method::POST,
             "/v2/rootcoord/assign_segment_id",
             move |req: Request| on_leader(i.clone(), req, assign_segment_id),
+        )
+        .route(
+            Method::POST,
+            "/v2/rootcoord/segment_report",
+            move |req: Request| on_leader(l.clone(), req, segment_report),
         )
         .route(
             Method::POST,

@@ -22,6 +22,8 @@ pub const SESSIONS_MAX: usize = 100_000;
 pub const CHANNELS_MAX: usize = 4096;
 /// Hard-barrier values kept per channel for watchers that resume.
 pub const HARD_HISTORY_MAX: usize = 1024;
+/// Segment states in the only order they may move.
+pub const SEGMENT_STATES: [&str; 5] = ["Growing", "Sealed", "Flushing", "Flushed", "Dropped"];
 /// Segments the table holds.
 pub const SEGMENTS_MAX: usize = 1_000_000;
 /// Longest session TTL a registration may ask for.
@@ -78,6 +80,9 @@ stored! {
         Marks { marks: Vec<Mark> },
         /// New growing segments, made durable before their grants are answered.
         Segments { created: Vec<SegmentMeta> },
+        /// A data node's report on a segment (rows so far) and the state the leader's seal
+        /// policies chose; `ts` closes a segment leaving `Growing`.
+        SegmentReport { ts: u64, id: u64, rows: u64, state: String },
     }
 
     /// A segment (design §10.4.1's `SegmentMeta`).
@@ -183,6 +188,32 @@ impl CoordState {
                 for seg in created {
                     self.segments.entry(seg.id).or_insert_with(|| seg.clone());
                 }
+                Outcome::Done
+            }
+            CoordCommand::SegmentReport {
+                ts,
+                id,
+                rows,
+                state,
+            } => {
+                let Some(seg) = self.segments.get_mut(id) else {
+                    return refuse(format!("segment {id} not found: invalid parameter"));
+                };
+                let rank = |s: &str| SEGMENT_STATES.iter().position(|x| *x == s);
+                match (rank(&seg.state), rank(state)) {
+                    (Some(old), Some(new)) if new >= old => {}
+                    _ => {
+                        return refuse(format!(
+                            "segment {id} cannot go from {} to {state}: invalid parameter",
+                            seg.state
+                        ))
+                    }
+                }
+                if seg.state == "Growing" && state != "Growing" {
+                    seg.close_ts = *ts;
+                }
+                seg.state = state.clone();
+                seg.rows = seg.rows.max(*rows);
                 Outcome::Done
             }
             CoordCommand::Marks { marks } => {
