@@ -42,6 +42,8 @@ pub const TAG_KV: u16 = 2;
 pub const TAG_GLOBAL: u16 = 3;
 pub const TAG_MILVUS: u16 = 4;
 pub const TAG_CUBEFS: u16 = 5;
+/// The Milvus coordinator's sessions and time-tick marks (issue #12).
+pub const TAG_MILVUS_COORD: u16 = 12;
 const SECTION_VERSION: u16 = 1;
 
 /// A change to one table of the meta table.
@@ -111,6 +113,7 @@ pub struct MetaTable {
     pub global: GlobalState,
     pub cubefs: CubefsState,
     pub milvus: milvus::MilvusState,
+    pub milvus_coord: milvus::coord::CoordState,
 }
 
 impl StateMachine for MetaTable {
@@ -136,6 +139,9 @@ impl StateMachine for MetaTable {
             Ok(MetaCommand::Kv(c)) => MetaOutcome::Kv(self.kv.apply(index, &c)),
             Ok(MetaCommand::Global(c)) => MetaOutcome::Global(self.global.apply(&c)),
             Ok(MetaCommand::Cubefs(c)) => MetaOutcome::Cubefs(self.cubefs.apply(&c)),
+            Ok(MetaCommand::Milvus(milvus::Command::Coord(c))) => {
+                MetaOutcome::Milvus(self.milvus_coord.apply(&c))
+            }
             Ok(MetaCommand::Milvus(c)) => MetaOutcome::Milvus(self.milvus.apply(&c)),
             Err(e) => MetaOutcome::Refused(e),
         }
@@ -176,6 +182,11 @@ impl StateMachine for MetaTable {
                 version: SECTION_VERSION,
                 bytes: self.milvus.snapshot(),
             },
+            Section {
+                tag: TAG_MILVUS_COORD,
+                version: SECTION_VERSION,
+                bytes: self.milvus_coord.snapshot(),
+            },
         ]
     }
 
@@ -200,6 +211,9 @@ impl StateMachine for MetaTable {
                         .map_err(|e| format!("cubefs table: {e}"))?
                 }
                 (TAG_MILVUS, 1) => t.milvus = milvus::MilvusState::restore(&s.bytes)?,
+                (TAG_MILVUS_COORD, 1) => {
+                    t.milvus_coord = milvus::coord::CoordState::restore(&s.bytes)?
+                }
                 (tag, version) => {
                     return Err(format!(
                     "snapshot section {tag} version {version} is unknown to this version of mast"
@@ -219,7 +233,7 @@ impl StateMachine for MetaTable {
     }
 
     fn snapshot_cost(&self) -> u64 {
-        (self.kv.len() + self.cubefs.len()) as u64 + self.milvus.cost()
+        (self.kv.len() + self.cubefs.len()) as u64 + self.milvus.cost() + self.milvus_coord.cost()
     }
 }
 

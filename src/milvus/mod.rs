@@ -12,8 +12,12 @@
 //! Reads (describe, list, has) pass the owner shard's read barrier first: linearizable.
 
 pub mod body;
+pub mod coord;
 pub mod dd;
 pub mod schema;
+pub mod segment;
+pub mod session;
+pub mod timetick;
 
 use std::rc::Rc;
 use std::time::Duration;

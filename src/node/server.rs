@@ -257,6 +257,7 @@ fn shard_thread(
             milvus_dd_watchers: Default::default(),
             milvus_dd_wakers: Default::default(),
             loop_stalls: Default::default(),
+            milvus_coord: Default::default(),
         });
         let jobs = {
             let (mesh, ctx) = (mesh.clone(), ctx.clone());
@@ -275,6 +276,7 @@ fn shard_thread(
                 2_000,
                 growth_ms,
             ));
+            monoio::spawn(crate::milvus::coord::background_loop(ctx.clone()));
         }
         crate::admintask::wire_registry(&ctx);
         monoio::spawn(crate::admintask::run_shard(ctx.clone()));
@@ -286,6 +288,7 @@ fn shard_thread(
         let router = crate::milvus::routes(router, ctx.clone());
         #[cfg(feature = "fault-injection")]
         let router = super::fault::routes(router, ctx.clone());
+        let router = crate::milvus::coord::routes(router, ctx.clone());
         let router = Rc::new(super::members_api::routes(router, ctx.clone()));
         mast_http::serve(
             listener,

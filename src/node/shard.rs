@@ -68,6 +68,8 @@ pub struct Shard {
     pub milvus_dd_wakers: crate::milvus::dd::DdWakers,
     /// How late this shard's event loop runs (`super::stalls`).
     pub loop_stalls: Rc<super::stalls::LoopStalls>,
+    /// Shard 0: the Milvus coordinator's leader memory (sessions' liveness, time ticks).
+    pub milvus_coord: crate::milvus::coord::CoordMemory,
 }
 
 impl Shard {

@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 
+pub mod coord;
+
 /// The default database: its name and its fixed ID (Milvus: `util.DefaultDBID`).
 pub const DEFAULT_DB: &str = "default";
 pub const DEFAULT_DB_ID: u64 = 1;
@@ -209,6 +211,9 @@ stored! {
         /// A time tick of the DD channel: no DDL at or below `ts` applies on this shard after
         /// it (proposed by DD watchers, `crate::milvus::dd`).
         Tick { ts: u64 },
+        /// Sessions and durable time-tick barriers (issue #12, `coord`), applied by the
+        /// meta table to its `milvus_coord` table on group 0; carries no DDL timestamp.
+        Coord(Box<coord::CoordCommand>),
     }
 }
 
@@ -425,6 +430,7 @@ impl MilvusState {
         };
         match cmd {
             Command::Tick { .. } => Outcome::Done,
+            Command::Coord(_) => invalid("a coordinator command reached the DDL tables"),
             Command::CreateDatabase {
                 name,
                 id,
@@ -1010,6 +1016,7 @@ impl Command {
             | Command::DropAlias { ts, .. }
             | Command::SetLoad { ts, .. }
             | Command::Tick { ts } => *ts,
+            Command::Coord(_) => 0,
         }
     }
 
@@ -1032,6 +1039,7 @@ impl Command {
             | Command::DropAlias { ts, .. }
             | Command::SetLoad { ts, .. }
             | Command::Tick { ts } => *ts = new,
+            Command::Coord(_) => {}
         }
         self
     }
