@@ -44,6 +44,10 @@ enum WorkloadArg {
     MilvusPartition,
     /// Milvus: collections/describe of one collection per connection.
     MilvusDescribe,
+    /// Milvus: collections/has of one collection per connection.
+    MilvusHas,
+    /// Milvus: collections/list of the database.
+    MilvusList,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -226,6 +230,8 @@ fn build_workload(args: &Args) -> Result<Built, String> {
         WorkloadArg::MilvusCreateDrop => Some(MilvusOp::CreateDropPairs),
         WorkloadArg::MilvusPartition => Some(MilvusOp::CreatePartition),
         WorkloadArg::MilvusDescribe => Some(MilvusOp::Describe),
+        WorkloadArg::MilvusHas => Some(MilvusOp::Has),
+        WorkloadArg::MilvusList => Some(MilvusOp::List),
         _ => None,
     };
     if let Some(op) = milvus {
@@ -294,7 +300,9 @@ fn build_workload(args: &Args) -> Result<Built, String> {
         | WorkloadArg::Ids
         | WorkloadArg::MilvusCreateDrop
         | WorkloadArg::MilvusPartition
-        | WorkloadArg::MilvusDescribe => {
+        | WorkloadArg::MilvusDescribe
+        | WorkloadArg::MilvusHas
+        | WorkloadArg::MilvusList => {
             unreachable!("handled above")
         }
     };

@@ -252,7 +252,6 @@ fn shard_thread(
             services,
             admin_tasks,
             milvus_dd_watchers: Default::default(),
-            milvus_dd_wakers: Default::default(),
         });
         let jobs = {
             let (mesh, ctx) = (mesh.clone(), ctx.clone());

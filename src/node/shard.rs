@@ -60,8 +60,6 @@ pub struct Shard {
     pub admin_tasks: Rc<crate::admintask::AdminTasks>,
     /// DD channel watchers this shard is serving (`crate::milvus::dd`), to bound them.
     pub milvus_dd_watchers: std::cell::Cell<usize>,
-    /// Wakeups of this shard's DD watchers, fired when a DDL is acknowledged on this node.
-    pub milvus_dd_wakers: crate::milvus::dd::DdWakers,
 }
 
 impl Shard {

@@ -17,6 +17,8 @@
 
 use std::collections::BTreeMap;
 
+pub mod signal;
+
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
@@ -402,9 +404,14 @@ impl MilvusState {
         // would only refuse more proposals in flight.
         if matches!(outcome, Outcome::Done) {
             self.last_ts = ts;
+            // Tells this node's DD watchers and tick loop to look again (no state effect).
+            if !events.is_empty() {
+                signal::DDL_APPLIED.raise();
+            }
             for e in events {
                 self.record(e);
             }
+            signal::CLOCK_ADVANCED.raise();
         }
         outcome
     }
