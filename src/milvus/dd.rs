@@ -16,7 +16,8 @@
 //! has watchers: every `DD_TICK_INTERVAL_MS` it proposes a `Tick` with a fresh TSO timestamp
 //! on every shard, and when a DDL applies on any shard of this node (apply raises
 //! `signal::DDL_APPLIED`) it ticks at once the shards whose clock is behind the newest one,
-//! so the DDL is below `W` one commit later. Watchers wait on `signal::CLOCK_ADVANCED`, raised
+//! so the DDL is below `W` one commit later. A DDL proposed on this node does better: it
+//! ticks the other shards to its own timestamp beside its own commit (`tick_beside_ddl`). Watchers wait on `signal::CLOCK_ADVANCED`, raised
 //! by apply on every shard of this node whoever proposed the entry, so a DDL acknowledged on
 //! another node reaches this node's watchers as soon as this node applies it.
 //!
@@ -90,6 +91,37 @@ async fn tick(me: &Rc<Shard>, shards: &[usize], ts: u64) -> MResult<()> {
         }
     }
     first_err.map_or(Ok(()), Err)
+}
+
+/// A DDL on shard `me` is about to be proposed at `ts`: while this node has watchers, ticks
+/// the other shards to `ts` in the background, so their commits run beside the DDL's instead
+/// of after it (the tick loop would otherwise start them once the DDL applied). Safe whatever
+/// becomes of the DDL: a tick only forbids later DDLs at or below `ts` on those shards, and a
+/// DDL refused so retries with a fresh timestamp.
+pub fn tick_beside_ddl(me: &Rc<Shard>, ts: u64) {
+    let shards = me.mesh.shards();
+    if shards < 2
+        || WATCHERS_IN_PROCESS.load(Ordering::Acquire) == 0
+        || BESIDE_TICKS_IN_FLIGHT.get() >= BESIDE_TICKS_IN_FLIGHT_MAX
+    {
+        // Past the bound the tick loop still ticks after the DDL applies: one commit later.
+        return;
+    }
+    let others: Vec<usize> = (0..shards).filter(|&k| k != me.id).collect();
+    let me = me.clone();
+    BESIDE_TICKS_IN_FLIGHT.set(BESIDE_TICKS_IN_FLIGHT.get() + 1);
+    monoio::spawn(async move {
+        let _ = tick(&me, &others, ts).await;
+        BESIDE_TICKS_IN_FLIGHT.set(BESIDE_TICKS_IN_FLIGHT.get().saturating_sub(1));
+    });
+}
+
+/// Early tick rounds one shard runs at once for its DDLs (`tick_beside_ddl`).
+const BESIDE_TICKS_IN_FLIGHT_MAX: usize = 8;
+
+thread_local! {
+    /// Per shard thread: the rounds of `tick_beside_ddl` in flight.
+    static BESIDE_TICKS_IN_FLIGHT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// This node's replicas' clocks, shard by shard (`None`: the shard did not answer).
@@ -259,8 +291,10 @@ fn event_json(e: &DdEvent) -> Value {
         "partitionName": e.partition_name,
         "partitionID": e.partition_id,
     });
-    if e.kind.ends_with("Index") {
+    if e.kind.ends_with("Index") || e.kind.ends_with("Field") {
         v["fieldID"] = json!(e.field_id);
+    }
+    if e.kind.ends_with("Index") {
         v["indexName"] = json!(e.index_name);
     }
     match e.params.iter().find(|(k, _)| k == "schema") {

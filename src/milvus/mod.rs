@@ -152,6 +152,7 @@ async fn ddl(me: &Rc<Shard>, db: &str, cmd: Command) -> MResult<Outcome> {
                 .map_err(service_err)?
                 .first;
             cmd = cmd.with_ts(ts);
+            dd::tick_beside_ddl(&s, ts);
             match s.group.propose(&MetaCommand::Milvus(cmd.clone())).await {
                 Ok(MetaOutcome::Milvus(Outcome::Stale { .. })) => continue,
                 Ok(MetaOutcome::Milvus(Outcome::Error { code, message })) => {
@@ -228,6 +229,19 @@ fn db_of(body: &Body, header_db: &Option<String>) -> MResult<String> {
         .clone()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| DEFAULT_DB.to_string()))
+}
+
+/// The `(set, delete)` of an `alter_properties` (`properties{}`; `databases/alter` too) or a
+/// `drop_properties` (`propertyKeys[]`), alike for databases, collections and indexes.
+fn property_change(body: &Body, action: &str) -> MResult<(tables::Kvs, Vec<String>)> {
+    if action == "drop_properties" {
+        Ok((
+            Vec::new(),
+            body.strings_opt("propertyKeys")?.unwrap_or_default(),
+        ))
+    } else {
+        Ok((body.kvs_opt("properties")?.unwrap_or_default(), Vec::new()))
+    }
 }
 
 fn done(_: Outcome) -> Response {
@@ -433,6 +447,8 @@ const PATHS: &[&str] = &[
     "collections/load",
     "collections/release",
     "collections/get_load_state",
+    "collections/fields/add",
+    "collections/fields/alter_properties",
     "partitions/create",
     "partitions/drop",
     "partitions/has",
@@ -584,14 +600,7 @@ async fn databases(me: &Rc<Shard>, action: &str, body: Body) -> MResult<Response
             .await
         }
         "alter" | "alter_properties" | "drop_properties" => {
-            let (set, delete) = if action == "drop_properties" {
-                (
-                    Vec::new(),
-                    body.strings_opt("propertyKeys")?.unwrap_or_default(),
-                )
-            } else {
-                (body.kvs_opt("properties")?.unwrap_or_default(), Vec::new())
-            };
+            let (set, delete) = property_change(&body, action)?;
             let cmd = Command::AlterDatabase {
                 ts: 0,
                 name: name.clone(),
@@ -728,20 +737,34 @@ async fn collections(
             ddl(me, &db, cmd).await.map(done)
         }
         "alter_properties" | "drop_properties" => {
-            let (set, delete) = if action == "drop_properties" {
-                (
-                    Vec::new(),
-                    body.strings_opt("propertyKeys")?.unwrap_or_default(),
-                )
-            } else {
-                (body.kvs_opt("properties")?.unwrap_or_default(), Vec::new())
-            };
+            let (set, delete) = property_change(&body, action)?;
             let cmd = Command::AlterCollection {
                 ts: 0,
                 db: db.clone(),
                 name,
                 set,
                 delete,
+            };
+            ddl(me, &db, cmd).await.map(done)
+        }
+        "fields/add" => {
+            let field = parse_add_field(&body)?;
+            let cmd = Command::AddField {
+                ts: 0,
+                db: db.clone(),
+                collection: name,
+                field,
+            };
+            ddl(me, &db, cmd).await.map(done)
+        }
+        "fields/alter_properties" => {
+            let (field, set) = parse_alter_field(&body)?;
+            let cmd = Command::AlterField {
+                ts: 0,
+                db: db.clone(),
+                collection: name,
+                name: field,
+                set,
             };
             ddl(me, &db, cmd).await.map(done)
         }
@@ -924,14 +947,7 @@ async fn indexes(
         // Index properties (mmap.enabled, warmup, ...) are recorded on the index entry.
         "alter_properties" | "drop_properties" => {
             let name = body.str_req("indexName")?;
-            let (set, delete) = if action == "drop_properties" {
-                (
-                    Vec::new(),
-                    body.strings_opt("propertyKeys")?.unwrap_or_default(),
-                )
-            } else {
-                (body.kvs_opt("properties")?.unwrap_or_default(), Vec::new())
-            };
+            let (set, delete) = property_change(&body, action)?;
             let cmd = Command::AlterIndex {
                 ts: 0,
                 db: db.clone(),

@@ -56,6 +56,8 @@ pub enum ServerError {
 /// Runs a server until it is told to stop. Returns Ok after a clean drain.
 pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     let _lock = lock_data_dir(&config.data_dir)?;
+    // Before any shard opens its table.
+    crate::meta::milvus::history::configure(config.milvus_dd_history);
     check_port_free(config.http_addr)?;
     for shard in 0..config.shards {
         check_port_free(config.shard_peer_addr(shard))?;
