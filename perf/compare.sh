@@ -505,6 +505,22 @@ print(max(1.0, statistics.median(v)/2))' "$ROWS")
         "Each successful request hands out $count $unit (ops/s × $count = $unit/s; mast's median: $items $unit/s; every JSON report in the run dir has \`items.throughput\`). Goals (issue #10): at count=1, mast ≥ 0.7 × nginx's fixed reply of the same shape on the same core; with count batching ≥ 1,000,000 $unit/s and p99 < 1 ms open loop at half of mast's max rate (${half%.*} req/s). mast-load checks that each connection's batches increase and carry exactly count=$count."
 }
 
+# milvus_load N NAME ARGS...: waits until node 1..N say their Milvus coordinator is Healthy
+# (every shard has a leader; /healthz alone does not say so, and a preload or a Milvus
+# workload's setup request would fail), then runs load NAME ARGS...
+milvus_load() {
+    local n=$1 i _k; shift
+    for i in $(seq 1 "$n"); do
+        for _k in $(seq 1 100); do
+            curl -s --max-time 1 -X POST -d '{}' \
+                "http://127.0.0.1:$((BASE_PORT + 10 + i))/v2/rootcoord/component_states" |
+                grep -q '"role":"rootcoord","stateCode":"Healthy"' && break
+            sleep 0.1
+        done
+    done
+    load "$@"
+}
+
 scenario_milvus() {
     # milvus-N: Milvus DDL and reads through the REST v2 API on N mast nodes (1 shard each),
     # each against the KV operation its goal names, measured in the same round: create+drop
@@ -517,13 +533,14 @@ scenario_milvus() {
     local r w
     for r in $(seq 1 "$ROUNDS"); do
         # shellcheck disable=SC2046
-        attempt kv-put kv-put "$n" load "milvus$n-kv-put-r$r" $(targets mast "$n") --workload kv-put
+        attempt kv-put kv-put "$n" milvus_load "$n" "milvus$n-kv-put-r$r" $(targets mast "$n") \
+            --workload kv-put
         # shellcheck disable=SC2046
-        attempt kv-get kv-get "$n" load "milvus$n-kv-get-r$r" $(targets mast "$n") \
+        attempt kv-get kv-get "$n" milvus_load "$n" "milvus$n-kv-get-r$r" $(targets mast "$n") \
             --workload kv-get --keys "$KEYS" --preload
         for w in create-drop partition describe has list; do
             # shellcheck disable=SC2046
-            attempt "$w" mast "$n" load "milvus$n-$w-r$r" $(targets mast "$n") \
+            attempt "$w" mast "$n" milvus_load "$n" "milvus$n-$w-r$r" $(targets mast "$n") \
                 --workload "milvus-$w" --key-prefix "r$r"
         done
     done
