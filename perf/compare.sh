@@ -3,7 +3,7 @@
 # replaces): same pinned CPUs, same disk, alternating rounds (A B A B ...), medians and ratios
 # written as markdown into perf/results/<date>-<scenario>.md.
 #
-# Usage: perf/compare.sh [healthz|put-1|put-3|get-1|tso-1|tso-batch|ids-1|ids-batch|all]...
+# Usage: perf/compare.sh [healthz|put-1|put-3|get-1|tso-1|tso-batch|ids-1|ids-batch|milvus-1|milvus-3|all]...
 #   (default: healthz; all = healthz put-1 put-3 get-1)
 # Knobs (environment): ROUNDS=5 DURATION=10s WARMUP=2s CONNS=64 SERVER_CPU=0 CLIENT_CPU=1
 #   VALUE_SIZE=64 KEYS=10000 BATCH=1000 (count of tso-batch / ids-batch)
@@ -188,7 +188,8 @@ targets() {
 start_system() {
     # start_system SYSTEM NODES
     case $1 in
-        mast) start_mast "$2" ;;
+        # kv-put / kv-get: mast, as the Milvus scenarios' baselines are labelled.
+        mast | kv-put | kv-get) start_mast "$2" ;;
         etcd) start_etcd "$2" ;;
         nginx) start_nginx "$BASE_PORT" ;;
     esac
@@ -504,6 +505,63 @@ print(max(1.0, statistics.median(v)/2))' "$ROWS")
         "Each successful request hands out $count $unit (ops/s × $count = $unit/s; mast's median: $items $unit/s; every JSON report in the run dir has \`items.throughput\`). Goals (issue #10): at count=1, mast ≥ 0.7 × nginx's fixed reply of the same shape on the same core; with count batching ≥ 1,000,000 $unit/s and p99 < 1 ms open loop at half of mast's max rate (${half%.*} req/s). mast-load checks that each connection's batches increase and carry exactly count=$count."
 }
 
+# milvus_load N NAME ARGS...: waits until node 1..N say their Milvus coordinator is Healthy
+# (every shard has a leader; /healthz alone does not say so, and a preload or a Milvus
+# workload's setup request would fail), then runs load NAME ARGS...
+milvus_load() {
+    local n=$1 i _k; shift
+    for i in $(seq 1 "$n"); do
+        for _k in $(seq 1 100); do
+            curl -s --max-time 1 -X POST -d '{}' \
+                "http://127.0.0.1:$((BASE_PORT + 10 + i))/v2/rootcoord/component_states" |
+                grep -q '"role":"rootcoord","stateCode":"Healthy"' && break
+            sleep 0.1
+        done
+    done
+    load "$@"
+}
+
+scenario_milvus() {
+    # milvus-N: Milvus DDL and reads through the REST v2 API on N mast nodes (1 shard each),
+    # each against the KV operation its goal names, measured in the same round: create+drop
+    # pairs and partition creation vs durable PUT /kv, describe/has/list vs linearizable
+    # GET /kv. Rows put the Milvus workload under system "mast" and the baseline under its
+    # own name, so the ratio columns read "Milvus ÷ KV".
+    local n=$1
+    ROWS="$RUN_DIR/milvus-$n.rows"
+    : >"$ROWS"
+    local r w
+    for r in $(seq 1 "$ROUNDS"); do
+        # shellcheck disable=SC2046
+        attempt kv-put kv-put "$n" milvus_load "$n" "milvus$n-kv-put-r$r" $(targets mast "$n") \
+            --workload kv-put
+        # shellcheck disable=SC2046
+        attempt kv-get kv-get "$n" milvus_load "$n" "milvus$n-kv-get-r$r" $(targets mast "$n") \
+            --workload kv-get --keys "$KEYS" --preload
+        for w in create-drop partition describe has list; do
+            # shellcheck disable=SC2046
+            attempt "$w" mast "$n" milvus_load "$n" "milvus$n-$w-r$r" $(targets mast "$n") \
+                --workload "milvus-$w" --key-prefix "r$r"
+        done
+    done
+    # Each baseline row also stands beside every Milvus workload it is the goal's reference of.
+    python3 - "$ROWS" <<'PY'
+import sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+out = [r for r in rows if r[0] not in ("kv-put", "kv-get")]
+for r in rows:
+    if r[0] == "kv-put":
+        out += [[g] + r[1:] for g in ("create-drop", "partition")]
+    elif r[0] == "kv-get":
+        out += [[g] + r[1:] for g in ("describe", "has", "list")]
+order = ["create-drop", "partition", "describe", "has", "list"]
+out.sort(key=lambda r: (order.index(r[0]), r[1] != "mast"))
+open(sys.argv[1], "w").write("".join(" ".join(r) + "\n" for r in out))
+PY
+    write_result "milvus-$n" "Milvus REST v2 DDL and reads, $n node(s), vs the KV baselines in the same rounds" "$ROWS" \
+        "System \"mast\" is the Milvus workload of the row's measurement (mast-load --workload milvus-<measurement>; a reply counts only with Milvus code 0); kv-put is a durable PUT /kv and kv-get a linearizable GET /kv on the same servers. Goals (issue #11): create-collection ≥ 0.5 × kv-put's rate; describe/has/list ≥ 0.8 × kv-get's (the \"ops/s mast ÷ system\" column)."
+}
+
 # --- main --------------------------------------------------------------------------------
 
 main() {
@@ -544,7 +602,9 @@ main() {
             tso-batch) scenario_batch tso "$BATCH" tso-batch ;;
             ids-1) scenario_batch ids 1 ids-1 ;;
             ids-batch) scenario_batch ids "$BATCH" ids-batch ;;
-            *) die "unknown scenario $s (healthz, put-1, put-3, get-1, tso-1, tso-batch, ids-1, ids-batch, all)" ;;
+            milvus-1) scenario_milvus 1 ;;
+            milvus-3) scenario_milvus 3 ;;
+            *) die "unknown scenario $s (healthz, put-1, put-3, get-1, tso-1, tso-batch, ids-1, ids-batch, milvus-1, milvus-3, all)" ;;
         esac
     done
 }

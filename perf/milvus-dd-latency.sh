@@ -1,32 +1,43 @@
 #!/usr/bin/env bash
 # Issue 11's DD-event latency: time from a `collections/create` reply (the DDL acknowledged)
-# to its `ddl` line on a DD watcher connected to the same node, p50/p99/max over N DDLs
-# sent one at a time on a 1-node server.
-# Usage: perf/milvus-dd-latency.sh [N] [SHARDS]   (defaults 500, 2; needs cargo build --release)
+# to its `ddl` line on a DD watcher, p50/p99/max over N DDLs sent one at a time. With one
+# node the watcher is on the node that acknowledges; with three, DDLs go to node 1 and the
+# watcher is on node 3 (it sees them when node 3's replicas apply them).
+# Usage: perf/milvus-dd-latency.sh [N] [SHARDS] [NODES]   (defaults 500, 2, 1; needs cargo build --release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-500}
 SHARDS=${2:-2}
+NODES=${3:-1}
 MAST=${MAST:-target/release/mast}
 TMP=$(mktemp -d)
-PID=
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$TMP"; }
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
 trap cleanup EXIT
-"$MAST" server --id 1 --data-dir "$TMP/n1" --http-addr 127.0.0.1:17310 \
-    --peer-addr 127.0.0.1:17320 --shards "$SHARDS" 2>"$TMP/n1.log" &
-PID=$!
-for _ in $(seq 1 100); do
-    curl -sf -XPOST localhost:17310/v2/rootcoord/component_states -d '{}' | grep -q '"Healthy"' && break
-    sleep 0.1
+members=""
+for i in $(seq 1 "$NODES"); do members+="${members:+,}$i=127.0.0.1:173${i}0/127.0.0.1:174${i}0"; done
+for i in $(seq 1 "$NODES"); do
+    extra=()
+    [ "$NODES" -gt 1 ] && extra=(--members "$members")
+    "$MAST" server --id "$i" --data-dir "$TMP/n$i" --http-addr "127.0.0.1:174${i}0" \
+        --peer-addr "127.0.0.1:173${i}0" --shards "$SHARDS" "${extra[@]}" 2>"$TMP/n$i.log" &
+    PIDS+=($!)
 done
-python3 - "$N" <<'PY'
+for port in 17410 "174${NODES}0"; do
+    for _ in $(seq 1 100); do
+        curl -sf -XPOST "localhost:$port/v2/rootcoord/component_states" -d '{}' | grep -q '"Healthy"' && break
+        sleep 0.1
+    done
+done
+python3 - "$N" "$NODES" <<'PY'
 import http.client, json, sys, threading, time
 n = int(sys.argv[1])
-host, port = "127.0.0.1", 17310
+host, port = "127.0.0.1", 17410
+watch_port = 17400 + 10 * int(sys.argv[2])
 seen, lock, ready = {}, threading.Lock(), threading.Event()
 
 def watch():
-    c = http.client.HTTPConnection(host, port)
+    c = http.client.HTTPConnection(host, watch_port)
     c.request("POST", "/v2/rootcoord/dd/watch", body="{}")
     r = c.getresponse()
     while True:

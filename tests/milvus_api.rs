@@ -858,6 +858,118 @@ fn every_rule_and_code() {
     let renamed = api.ok("collections/describe", json!({"collectionName": "c2"}));
     assert_eq!(renamed["collectionID"], cid);
 
+    // Adding a field: nullable scalars only, the next field ID, visible in describe.
+    let add = |f: Value| json!({"collectionName": "c2", "schema": f});
+    api.err(
+        "collections/fields/add",
+        json!({"collectionName": "c2"}),
+        1802,
+    );
+    api.err(
+        "collections/fields/add",
+        add(json!({"fieldName": "n", "dataType": "Int32"})),
+        1100,
+    );
+    api.err(
+        "collections/fields/add",
+        add(
+            json!({"fieldName": "v2", "dataType": "FloatVector", "nullable": true,
+                   "elementTypeParams": {"dim": 4}}),
+        ),
+        1100,
+    );
+    api.err(
+        "collections/fields/add",
+        add(json!({"fieldName": "k", "dataType": "Int64", "nullable": true, "isPrimary": true})),
+        1100,
+    );
+    api.err(
+        "collections/fields/add",
+        add(json!({"fieldName": "s", "dataType": "VarChar", "nullable": true})),
+        1101,
+    );
+    api.err(
+        "collections/fields/add",
+        add(json!({"fieldName": "n", "dataType": "int32", "nullable": true})),
+        1100,
+    );
+    let before = renamed["fields"].as_array().cloned().unwrap_or_default();
+    let next_id = before
+        .iter()
+        .filter_map(|f| f["id"].as_i64())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    api.ok(
+        "collections/fields/add",
+        add(
+            json!({"fieldName": "s", "dataType": "VarChar", "nullable": true,
+                   "elementTypeParams": {"max_length": 16}}),
+        ),
+    );
+    api.err(
+        "collections/fields/add",
+        add(json!({"fieldName": "s", "dataType": "Int8", "nullable": true})),
+        1100,
+    );
+    api.err(
+        "collections/fields/add",
+        json!({"collectionName": "nope", "schema": {"fieldName": "x", "dataType": "Int8", "nullable": true}}),
+        100,
+    );
+    let d = api.ok("collections/describe", json!({"collectionName": "c2"}));
+    let added = d["fields"]
+        .as_array()
+        .and_then(|fs| fs.iter().find(|f| f["name"] == "s").cloned())
+        .unwrap_or_else(|| panic!("no field s in {d}"));
+    assert_eq!(added["id"], next_id, "{d}");
+    assert_eq!(added["type"], "VarChar", "{added}");
+    assert_eq!(added["nullable"], true, "{added}");
+    assert_eq!(
+        added["params"],
+        json!([{"key": "max_length", "value": "16"}])
+    );
+    // Altering a field's type params.
+    let alter = |field: &str, p: Value| json!({"collectionName": "c2", "fieldName": field, "fieldParams": p});
+    api.ok(
+        "collections/fields/alter_properties",
+        alter("s", json!({"max_length": 64, "mmap.enabled": true})),
+    );
+    api.err(
+        "collections/fields/alter_properties",
+        alter("s", json!({"dim": 8})),
+        1100,
+    );
+    api.err(
+        "collections/fields/alter_properties",
+        alter("s", json!({"max_length": 0})),
+        1100,
+    );
+    api.err(
+        "collections/fields/alter_properties",
+        alter("s", json!({"max_capacity": 8})),
+        1100,
+    );
+    api.err(
+        "collections/fields/alter_properties",
+        alter("missing", json!({"max_length": 8})),
+        1700,
+    );
+    api.err(
+        "collections/fields/alter_properties",
+        json!({"collectionName": "c2", "fieldName": "s"}),
+        1802,
+    );
+    let d = api.ok("collections/describe", json!({"collectionName": "c2"}));
+    let altered = d["fields"]
+        .as_array()
+        .and_then(|fs| fs.iter().find(|f| f["name"] == "s").cloned())
+        .unwrap_or_else(|| panic!("no field s in {d}"));
+    assert_eq!(
+        altered["params"],
+        json!([{"key": "max_length", "value": "64"}, {"key": "mmap.enabled", "value": "true"}])
+    );
+
     // Lookup by ID from any shard.
     let (_, b) = api.raw(
         "POST",

@@ -525,3 +525,46 @@ fn dd_channel_replays_history_then_ticks() {
         .expect("answer");
     assert_eq!(r.json().expect("json")["code"], 1801, "{r}");
 }
+
+/// `--milvus-dd-history-entries-max` bounds each shard's history: a resume from below what
+/// is kept is refused with the oldest timestamp still available, and a resume from there
+/// replays the rest.
+#[test]
+fn dd_history_bound_is_configurable_and_older_resumes_are_refused() {
+    let cluster =
+        Cluster::start(ClusterOptions::new(1, 1).arg("--milvus-dd-history-entries-max", 2))
+            .expect("cluster");
+    cluster.wait_for_leaders(LEADER_TIMEOUT).expect("leaders");
+    let mut c = cluster.client(1);
+    for name in ["h1", "h2", "h3"] {
+        let v = post(
+            &mut c,
+            "/v2/vectordb/databases/create",
+            json!({"dbName": name}),
+        )
+        .expect("answer");
+        assert_eq!(v["code"], 0, "{v}");
+    }
+    let r = c
+        .post_json("/v2/rootcoord/dd/watch", &json!({"sinceTimestamp": 0}))
+        .expect("answer");
+    let v = r.json().expect("json");
+    assert_eq!(v["code"], 1100, "{v}");
+    let message = v["message"].as_str().unwrap_or("");
+    let oldest: u64 = message
+        .split("oldest timestamp still available is ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no oldest timestamp in {v}"));
+    let mut w = Watch::open(cluster.http_addr(1), Some(oldest)).expect("watch");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut dbs = Vec::new();
+    while dbs.len() < 2 {
+        let v = w.next(deadline).expect("line");
+        if v["type"] == "ddl" {
+            dbs.push(v["events"][0]["dbName"].as_str().unwrap_or("").to_string());
+        }
+    }
+    assert_eq!(dbs, ["h2", "h3"]);
+}

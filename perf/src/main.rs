@@ -51,6 +51,10 @@ enum WorkloadArg {
     CubefsClientPartitions,
     /// CubeFS: /dataPartition/get of --cubefs-vol's partitions in turn.
     CubefsDpGet,
+    /// Milvus: collections/has of one collection per connection.
+    MilvusHas,
+    /// Milvus: collections/list of the database.
+    MilvusList,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -239,6 +243,8 @@ fn build_workload(args: &Args) -> Result<Built, String> {
         WorkloadArg::MilvusCreateDrop => Some(MilvusOp::CreateDropPairs),
         WorkloadArg::MilvusPartition => Some(MilvusOp::CreatePartition),
         WorkloadArg::MilvusDescribe => Some(MilvusOp::Describe),
+        WorkloadArg::MilvusHas => Some(MilvusOp::Has),
+        WorkloadArg::MilvusList => Some(MilvusOp::List),
         _ => None,
     };
     if let Some(op) = milvus {
@@ -325,7 +331,9 @@ fn build_workload(args: &Args) -> Result<Built, String> {
         | WorkloadArg::MilvusDescribe
         | WorkloadArg::CubefsCreateVol
         | WorkloadArg::CubefsClientPartitions
-        | WorkloadArg::CubefsDpGet => {
+        | WorkloadArg::CubefsDpGet
+        | WorkloadArg::MilvusHas
+        | WorkloadArg::MilvusList => {
             unreachable!("handled above")
         }
     };

@@ -57,6 +57,27 @@ pub fn ok(data: Value) -> Response {
     Response::json(200, &serde_json::json!({"code": 0, "data": data}))
 }
 
+#[derive(serde::Serialize)]
+struct Envelope<'a, T: serde::Serialize + ?Sized> {
+    code: i32,
+    data: &'a T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
+/// `{"code":0,"data":…}` (with `"message"` when given) from any serializable data, written
+/// straight to bytes: the hot reads (describe, has, list) build no `Value` tree.
+pub fn ok_ser<T: serde::Serialize + ?Sized>(data: &T, message: Option<&str>) -> Response {
+    Response::json(
+        200,
+        &Envelope {
+            code: 0,
+            data,
+            message,
+        },
+    )
+}
+
 /// `{"code":0,"data":…,"message":…}` (describe collection, load state).
 pub fn ok_with_message(data: Value, message: &str) -> Response {
     Response::json(

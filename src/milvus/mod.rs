@@ -23,6 +23,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use mast_http::{Method, Request, Response, Router};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::meta::milvus::{
@@ -155,15 +156,13 @@ async fn ddl(me: &Rc<Shard>, db: &str, cmd: Command) -> MResult<Outcome> {
                 .map_err(service_err)?
                 .first;
             cmd = cmd.with_ts(ts);
+            dd::tick_beside_ddl(&s, ts);
             match s.group.propose(&MetaCommand::Milvus(cmd.clone())).await {
                 Ok(MetaOutcome::Milvus(Outcome::Stale { .. })) => continue,
                 Ok(MetaOutcome::Milvus(Outcome::Error { code, message })) => {
                     return Err(MErr::new(code, message))
                 }
-                Ok(MetaOutcome::Milvus(o)) => {
-                    dd::wake_watchers(&s);
-                    return Ok(o);
-                }
+                Ok(MetaOutcome::Milvus(o)) => return Ok(o),
                 Ok(other) => {
                     return Err(MErr::new(
                         CODE_UNEXPECTED,
@@ -236,8 +235,27 @@ fn db_of(body: &Body, header_db: &Option<String>) -> MResult<String> {
         .unwrap_or_else(|| DEFAULT_DB.to_string()))
 }
 
+/// The `(set, delete)` of an `alter_properties` (`properties{}`; `databases/alter` too) or a
+/// `drop_properties` (`propertyKeys[]`), alike for databases, collections and indexes.
+fn property_change(body: &Body, action: &str) -> MResult<(tables::Kvs, Vec<String>)> {
+    if action == "drop_properties" {
+        Ok((
+            Vec::new(),
+            body.strings_opt("propertyKeys")?.unwrap_or_default(),
+        ))
+    } else {
+        Ok((body.kvs_opt("properties")?.unwrap_or_default(), Vec::new()))
+    }
+}
+
 fn done(_: Outcome) -> Response {
     ok(json!({}))
+}
+
+/// `{"has": …}` of `collections/has`.
+#[derive(Serialize)]
+struct Has {
+    has: bool,
 }
 
 fn load_state(c: &Collection) -> &'static str {
@@ -248,66 +266,135 @@ fn load_state(c: &Collection) -> &'static str {
     }
 }
 
-fn field_json(f: &tables::Field) -> Value {
-    let mut v = json!({
-        "name": f.name,
-        "id": f.id,
-        "type": f.data_type,
-        "primaryKey": f.primary,
-        "partitionKey": f.partition_key,
-        "clusteringKey": f.clustering_key,
-        "autoId": f.auto_id,
-        "description": f.description,
-        "nullable": f.nullable,
-        "params": kv_list(&f.type_params),
-    });
-    if !f.element_type.is_empty() {
-        v["elementType"] = json!(f.element_type);
+/// `[{"key":k,"value":v}]` without building a `Value`.
+#[derive(Serialize)]
+struct KvView<'a> {
+    key: &'a str,
+    value: &'a str,
+}
+
+fn kv_views(kvs: &[(String, String)]) -> Vec<KvView<'_>> {
+    kvs.iter()
+        .map(|(k, v)| KvView { key: k, value: v })
+        .collect()
+}
+
+/// One entry of `fields[]` in `collections/describe` (reference §1.8). Typed and borrowed:
+/// describe is the hottest read, and a `serde_json::Value` tree cost it half its rate.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FieldView<'a> {
+    name: &'a str,
+    id: i64,
+    #[serde(rename = "type")]
+    data_type: &'a str,
+    primary_key: bool,
+    partition_key: bool,
+    clustering_key: bool,
+    auto_id: bool,
+    description: &'a str,
+    nullable: bool,
+    params: Vec<KvView<'a>>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    element_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default_value: Option<Value>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    is_function_output: bool,
+}
+
+impl<'a> FieldView<'a> {
+    fn of(f: &'a tables::Field) -> FieldView<'a> {
+        FieldView {
+            name: &f.name,
+            id: f.id,
+            data_type: &f.data_type,
+            primary_key: f.primary,
+            partition_key: f.partition_key,
+            clustering_key: f.clustering_key,
+            auto_id: f.auto_id,
+            description: &f.description,
+            nullable: f.nullable,
+            params: kv_views(&f.type_params),
+            element_type: &f.element_type,
+            // Stored as the JSON text the client gave, which was valid when it was stored.
+            default_value: f
+                .default_value
+                .as_ref()
+                .map(|d| serde_json::from_str(d).unwrap_or(Value::Null)),
+            is_function_output: f.function_output,
+        }
     }
-    if let Some(d) = &f.default_value {
-        v["defaultValue"] = serde_json::from_str(d).unwrap_or(Value::Null);
-    }
-    if f.function_output {
-        v["isFunctionOutput"] = json!(true);
-    }
-    v
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IndexBrief<'a> {
+    field_name: &'a str,
+    index_name: &'a str,
+    metric_type: &'a str,
 }
 
 /// `collections/describe` data (reference §1.8).
-fn describe_json(d: &Database, c: &Collection) -> Value {
-    let aliases: Vec<&String> = d
-        .aliases
-        .iter()
-        .filter(|(_, id)| **id == c.id)
-        .map(|(a, _)| a)
-        .collect();
-    let indexes: Vec<Value> = c
-        .indexes
-        .iter()
-        .map(|i| {
-            json!({"fieldName": i.spec.field_name, "indexName": i.spec.name,
-                   "metricType": i.spec.metric_type})
-        })
-        .collect();
-    json!({
-        "collectionName": c.spec.name,
-        "collectionID": c.id,
-        "description": c.spec.description,
-        "autoId": c.spec.fields.iter().any(|f| f.primary && f.auto_id),
-        "fields": c.spec.fields.iter().map(field_json).collect::<Vec<_>>(),
-        "structFields": [],
-        "functions": [],
-        "aliases": aliases,
-        "indexes": indexes,
-        "load": load_state(c),
-        "shardsNum": c.spec.shards_num,
-        "partitionsNum": c.partitions.len(),
-        "consistencyLevel": c.spec.consistency_level,
-        "enableDynamicField": c.spec.enable_dynamic,
-        "properties": kv_list(&c.properties),
-        "dbName": d.name,
-        "dbID": d.id,
-    })
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DescribeView<'a> {
+    collection_name: &'a str,
+    #[serde(rename = "collectionID")]
+    collection_id: u64,
+    description: &'a str,
+    auto_id: bool,
+    fields: Vec<FieldView<'a>>,
+    struct_fields: [(); 0],
+    functions: [(); 0],
+    aliases: Vec<&'a str>,
+    indexes: Vec<IndexBrief<'a>>,
+    load: &'static str,
+    shards_num: u32,
+    partitions_num: usize,
+    consistency_level: &'a str,
+    enable_dynamic_field: bool,
+    properties: Vec<KvView<'a>>,
+    db_name: &'a str,
+    #[serde(rename = "dbID")]
+    db_id: u64,
+}
+
+impl<'a> DescribeView<'a> {
+    fn of(d: &'a Database, c: &'a Collection) -> DescribeView<'a> {
+        DescribeView {
+            collection_name: &c.spec.name,
+            collection_id: c.id,
+            description: &c.spec.description,
+            auto_id: c.spec.fields.iter().any(|f| f.primary && f.auto_id),
+            fields: c.spec.fields.iter().map(FieldView::of).collect(),
+            struct_fields: [],
+            functions: [],
+            aliases: d
+                .aliases
+                .iter()
+                .filter(|(_, id)| **id == c.id)
+                .map(|(a, _)| a.as_str())
+                .collect(),
+            indexes: c
+                .indexes
+                .iter()
+                .map(|i| IndexBrief {
+                    field_name: &i.spec.field_name,
+                    index_name: &i.spec.name,
+                    metric_type: &i.spec.metric_type,
+                })
+                .collect(),
+            load: load_state(c),
+            shards_num: c.spec.shards_num,
+            partitions_num: c.partitions.len(),
+            consistency_level: &c.spec.consistency_level,
+            enable_dynamic_field: c.spec.enable_dynamic,
+            properties: kv_views(&c.properties),
+            db_name: &d.name,
+            db_id: d.id,
+        }
+    }
 }
 
 fn index_json(c: &Collection, i: &tables::Index) -> Value {
@@ -364,6 +451,8 @@ const PATHS: &[&str] = &[
     "collections/load",
     "collections/release",
     "collections/get_load_state",
+    "collections/fields/add",
+    "collections/fields/alter_properties",
     "partitions/create",
     "partitions/drop",
     "partitions/has",
@@ -515,14 +604,7 @@ async fn databases(me: &Rc<Shard>, action: &str, body: Body) -> MResult<Response
             .await
         }
         "alter" | "alter_properties" | "drop_properties" => {
-            let (set, delete) = if action == "drop_properties" {
-                (
-                    Vec::new(),
-                    body.strings_opt("propertyKeys")?.unwrap_or_default(),
-                )
-            } else {
-                (body.kvs_opt("properties")?.unwrap_or_default(), Vec::new())
-            };
+            let (set, delete) = property_change(&body, action)?;
             let cmd = Command::AlterDatabase {
                 ts: 0,
                 name: name.clone(),
@@ -544,7 +626,7 @@ async fn collections(
     let db = db_of(&body, &header_db)?;
     if action == "list" {
         return read_db(me, &db, |d| {
-            Ok(ok(json!(d.collections.keys().collect::<Vec<_>>())))
+            Ok(ok_ser(&d.collections.keys().collect::<Vec<_>>(), None))
         })
         .await;
     }
@@ -585,7 +667,7 @@ async fn collections(
         "describe" => {
             let (dbn, cn) = (db.clone(), name.clone());
             let r = read_db(me, &db, move |d| match resolve(d, &cn) {
-                Some(c) => Ok(ok_with_message(describe_json(d, c), "")),
+                Some(c) => Ok(ok_ser(&DescribeView::of(d, c), Some(""))),
                 None => Err(MErr::new(
                     tables::code::COLLECTION_NOT_FOUND,
                     format!("can't find collection[database={dbn}][collection={cn}]"),
@@ -595,8 +677,15 @@ async fn collections(
             Ok(r)
         }
         "has" => {
-            let r = read_db(me, &db, move |d| Ok(resolve(d, &name).is_some())).await?;
-            Ok(ok(json!({ "has": r })))
+            read_db(me, &db, move |d| {
+                Ok(ok_ser(
+                    &Has {
+                        has: resolve(d, &name).is_some(),
+                    },
+                    None,
+                ))
+            })
+            .await
         }
         "get_stats" => read_coll(me, &db, &name, |_, _| Ok(ok(json!({"rowCount": 0})))).await,
         "get_load_state" => {
@@ -652,20 +741,34 @@ async fn collections(
             ddl(me, &db, cmd).await.map(done)
         }
         "alter_properties" | "drop_properties" => {
-            let (set, delete) = if action == "drop_properties" {
-                (
-                    Vec::new(),
-                    body.strings_opt("propertyKeys")?.unwrap_or_default(),
-                )
-            } else {
-                (body.kvs_opt("properties")?.unwrap_or_default(), Vec::new())
-            };
+            let (set, delete) = property_change(&body, action)?;
             let cmd = Command::AlterCollection {
                 ts: 0,
                 db: db.clone(),
                 name,
                 set,
                 delete,
+            };
+            ddl(me, &db, cmd).await.map(done)
+        }
+        "fields/add" => {
+            let field = parse_add_field(&body)?;
+            let cmd = Command::AddField {
+                ts: 0,
+                db: db.clone(),
+                collection: name,
+                field,
+            };
+            ddl(me, &db, cmd).await.map(done)
+        }
+        "fields/alter_properties" => {
+            let (field, set) = parse_alter_field(&body)?;
+            let cmd = Command::AlterField {
+                ts: 0,
+                db: db.clone(),
+                collection: name,
+                name: field,
+                set,
             };
             ddl(me, &db, cmd).await.map(done)
         }
@@ -848,14 +951,7 @@ async fn indexes(
         // Index properties (mmap.enabled, warmup, ...) are recorded on the index entry.
         "alter_properties" | "drop_properties" => {
             let name = body.str_req("indexName")?;
-            let (set, delete) = if action == "drop_properties" {
-                (
-                    Vec::new(),
-                    body.strings_opt("propertyKeys")?.unwrap_or_default(),
-                )
-            } else {
-                (body.kvs_opt("properties")?.unwrap_or_default(), Vec::new())
-            };
+            let (set, delete) = property_change(&body, action)?;
             let cmd = Command::AlterIndex {
                 ts: 0,
                 db: db.clone(),

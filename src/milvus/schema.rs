@@ -707,6 +707,84 @@ pub fn parse_index(raw: Value) -> MResult<IndexSpec> {
     })
 }
 
+/// `collections/fields/add`'s `schema{…}`: one field in the shape of `schema.fields[]`
+/// (ID 0: apply gives the next one). Milvus adds only nullable scalar fields that are not
+/// a primary or partition key.
+pub fn parse_add_field(body: &Body) -> MResult<Field> {
+    let fb = body
+        .object_opt("schema")?
+        .ok_or_else(|| required("schema"))?;
+    let name = fb.str_req("fieldName")?;
+    let data_type = fb.str_req("dataType")?;
+    let mut f = new_field(0, &name, &data_type);
+    f.element_type = fb.str_or_empty("elementDataType")?;
+    f.primary = fb.bool_opt("isPrimary")?.unwrap_or(false);
+    f.partition_key = fb.bool_opt("isPartitionKey")?.unwrap_or(false);
+    f.clustering_key = fb.bool_opt("isClusteringKey")?.unwrap_or(false);
+    f.nullable = fb.bool_opt("nullable")?.unwrap_or(false);
+    f.description = fb.str_or_empty("description")?;
+    f.default_value = fb.get("defaultValue").map(|v| v.to_string());
+    f.type_params = fb.kvs_opt("elementTypeParams")?.unwrap_or_default();
+    if f.primary {
+        return Err(MErr::invalid(format!(
+            "not support to add pk field, field name = {name}"
+        )));
+    }
+    if f.partition_key {
+        return Err(MErr::invalid(format!(
+            "not support to add partition key field, field name = {name}"
+        )));
+    }
+    check_type_name(&f.data_type)?;
+    if is_vector(&f.data_type) {
+        return Err(MErr::invalid(format!(
+            "not support to add vector field, field name = {name}"
+        )));
+    }
+    if !f.nullable {
+        return Err(MErr::invalid(format!(
+            "added field must be nullable, please check it, field name = {name}"
+        )));
+    }
+    check_field(&f)?;
+    Ok(f)
+}
+
+/// Field type params `collections/fields/alter_properties` may change.
+const ALTERABLE_FIELD_PARAMS: &[&str] = &["max_length", "max_capacity", "mmap.enabled"];
+
+/// `collections/fields/alter_properties`: `fieldName*` and `fieldParams{}` (only
+/// `max_length`, `max_capacity` and `mmap.enabled`, each checked as at creation).
+pub fn parse_alter_field(body: &Body) -> MResult<(String, Vec<(String, String)>)> {
+    let name = body.str_req("fieldName")?;
+    let params = body
+        .kvs_opt("fieldParams")?
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| required("fieldParams"))?;
+    for (k, v) in &params {
+        if !ALTERABLE_FIELD_PARAMS.contains(&k.as_str()) {
+            return Err(MErr::invalid(format!(
+                "{k} is not allowed to alter for field {name}"
+            )));
+        }
+        let ok = match k.as_str() {
+            "max_length" => v
+                .parse::<i64>()
+                .is_ok_and(|n| (1..=VARCHAR_LENGTH_MAX).contains(&n)),
+            "max_capacity" => v
+                .parse::<i64>()
+                .is_ok_and(|n| (1..=ARRAY_CAPACITY_MAX).contains(&n)),
+            _ => matches!(v.as_str(), "true" | "false"),
+        };
+        if !ok {
+            return Err(MErr::invalid(format!(
+                "invalid value {v} of {k} for field {name}"
+            )));
+        }
+    }
+    Ok((name, params))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

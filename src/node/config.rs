@@ -78,6 +78,14 @@ pub struct ServerArgs {
     /// where the data directory's filesystem allows it). Default auto.
     #[arg(long)]
     pub log_io: Option<String>,
+    /// Milvus DD events each shard keeps for resuming watchers (oldest dropped first).
+    /// Default 4096, at most 1000000.
+    #[arg(long)]
+    pub milvus_dd_history_entries_max: Option<usize>,
+    /// Milvus DD events older than this (ms, against the newest DDL or tick) are dropped.
+    /// Default 86400000 (a day).
+    #[arg(long)]
+    pub milvus_dd_history_ms: Option<u64>,
     /// TOML file with the same keys as the flags (snake_case: data_dir, http_addr, ...).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -100,6 +108,8 @@ pub struct FileConfig {
     pub snapshot_every_entries: Option<u64>,
     pub log_io: Option<String>,
     pub cubefs_dp_growth_interval_ms: Option<u64>,
+    pub milvus_dd_history_entries_max: Option<usize>,
+    pub milvus_dd_history_ms: Option<u64>,
 }
 
 /// How the raft log gets entries onto the disk; both are durable before acknowledging.
@@ -152,6 +162,8 @@ pub struct ServerConfig {
     pub snapshot_every_entries: u64,
     pub log_io: LogIo,
     pub cubefs_dp_growth_interval_ms: u64,
+    /// Bounds of each shard's Milvus DD history.
+    pub milvus_dd_history: crate::meta::milvus::history::HistoryLimits,
 }
 
 /// A configuration problem, naming the key that is wrong.
@@ -297,6 +309,27 @@ impl ServerConfig {
             .cubefs_dp_growth_interval_ms
             .or(file.cubefs_dp_growth_interval_ms)
             .unwrap_or(60_000);
+        let milvus_dd_history = {
+            use crate::meta::milvus::history::*;
+            let entries_max = args
+                .milvus_dd_history_entries_max
+                .or(file.milvus_dd_history_entries_max)
+                .unwrap_or(DD_HISTORY_ENTRIES_MAX_DEFAULT);
+            if entries_max == 0 || entries_max > DD_HISTORY_ENTRIES_LIMIT {
+                return Err(err(
+                    "milvus_dd_history_entries_max",
+                    format!("must be between 1 and {DD_HISTORY_ENTRIES_LIMIT}"),
+                ));
+            }
+            let ms = args
+                .milvus_dd_history_ms
+                .or(file.milvus_dd_history_ms)
+                .unwrap_or(DD_HISTORY_MS_DEFAULT);
+            if ms == 0 {
+                return Err(err("milvus_dd_history_ms", "must be at least 1"));
+            }
+            HistoryLimits { entries_max, ms }
+        };
         let log_io = match args.log_io.or(file.log_io) {
             Some(s) => LogIo::parse(&s)?,
             None => LogIo::Auto,
@@ -349,6 +382,7 @@ impl ServerConfig {
             snapshot_every_entries,
             log_io,
             cubefs_dp_growth_interval_ms,
+            milvus_dd_history,
         })
     }
 
@@ -466,6 +500,27 @@ mod tests {
             ),
             (
                 ServerArgs {
+                    milvus_dd_history_entries_max: Some(0),
+                    ..args()
+                },
+                "milvus_dd_history_entries_max",
+            ),
+            (
+                ServerArgs {
+                    milvus_dd_history_entries_max: Some(1_000_001),
+                    ..args()
+                },
+                "milvus_dd_history_entries_max",
+            ),
+            (
+                ServerArgs {
+                    milvus_dd_history_ms: Some(0),
+                    ..args()
+                },
+                "milvus_dd_history_ms",
+            ),
+            (
+                ServerArgs {
                     config: Some("/nonexistent/mast.toml".into()),
                     ..args()
                 },
@@ -482,16 +537,21 @@ mod tests {
         let path = dir.path().join("mast.toml");
         std::fs::write(
             &path,
-            "id = 7\nshards = 3\nhttp_addr = \"127.0.0.1:9000\"\n",
+            "id = 7\nshards = 3\nhttp_addr = \"127.0.0.1:9000\"\nmilvus_dd_history_ms = 60000\n",
         )
         .unwrap();
         let c = ServerConfig::resolve(ServerArgs {
             config: Some(path.clone()),
             shards: Some(1),
+            milvus_dd_history_entries_max: Some(10),
             ..Default::default()
         })
         .unwrap();
         assert_eq!((c.id, c.shards, c.http_addr.port()), (7, 1, 9000));
+        assert_eq!(
+            (c.milvus_dd_history.entries_max, c.milvus_dd_history.ms),
+            (10, 60_000)
+        );
         std::fs::write(&path, "shard = 3\n").unwrap();
         let e = ServerConfig::resolve(ServerArgs {
             config: Some(path),

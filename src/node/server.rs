@@ -57,6 +57,8 @@ pub enum ServerError {
 pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     super::panics::install_fatal_panic_hook();
     let _lock = lock_data_dir(&config.data_dir)?;
+    // Before any shard opens its table.
+    crate::meta::milvus::history::configure(config.milvus_dd_history);
     check_port_free(config.http_addr)?;
     for shard in 0..config.shards {
         check_port_free(config.shard_peer_addr(shard))?;
@@ -255,7 +257,6 @@ fn shard_thread(
             admin_tasks,
             cubefs_views: Default::default(),
             milvus_dd_watchers: Default::default(),
-            milvus_dd_wakers: Default::default(),
             loop_stalls: Default::default(),
             milvus_coord: Default::default(),
         });

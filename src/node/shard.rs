@@ -64,8 +64,6 @@ pub struct Shard {
     pub cubefs_views: crate::cubefs::cache::ViewCache,
     /// DD channel watchers this shard is serving (`crate::milvus::dd`), to bound them.
     pub milvus_dd_watchers: std::cell::Cell<usize>,
-    /// Wakeups of this shard's DD watchers, fired when a DDL is acknowledged on this node.
-    pub milvus_dd_wakers: crate::milvus::dd::DdWakers,
     /// How late this shard's event loop runs (`super::stalls`).
     pub loop_stalls: Rc<super::stalls::LoopStalls>,
     /// Shard 0: the Milvus coordinator's leader memory (sessions' liveness, time ticks).

@@ -150,6 +150,21 @@ async function main() {
   await step('dropAlias al', () => client.dropAlias({ dbName: 'sdk_db', aliasName: 'al' }));
   await step('describeAlias al (dropped)', () => client.describeAlias({ dbName: 'sdk_db', aliasName: 'al' }), 1600);
 
+  // Fields: add a nullable scalar, change its max_length.
+  await step('addCollectionField note', () => client.addCollectionField({
+    dbName: 'sdk_db', collectionName: 'full',
+    schema: { fieldName: 'note', dataType: 'VarChar', nullable: true, elementTypeParams: { max_length: 32 } },
+  }));
+  await step('addCollectionField not nullable (refused)', () => client.addCollectionField({
+    dbName: 'sdk_db', collectionName: 'full', schema: { fieldName: 'n2', dataType: 'Int32' },
+  }), 1100);
+  await step('alterCollectionFieldProperties note max_length', () => client.alterCollectionFieldProperties({
+    dbName: 'sdk_db', collectionName: 'full', fieldName: 'note', fieldParams: { max_length: 64 },
+  }));
+  r = await step('describeCollection full (with note)', () => client.describeCollection({ dbName: 'sdk_db', collectionName: 'full' }));
+  const note = r.data.fields.find((f) => f.name === 'note');
+  check(note && note.nullable === true && same(note.params, [{ key: 'max_length', value: '64' }]), 'added field described');
+
   // Rename, drop.
   await step('renameCollection quick -> quick2', () =>
     client.renameCollection({ dbName: 'sdk_db', collectionName: 'quick', newCollectionName: 'quick2' }));

@@ -17,6 +17,9 @@
 
 use std::collections::BTreeMap;
 
+pub mod history;
+pub mod signal;
+
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
@@ -31,10 +34,13 @@ pub const DEFAULT_PARTITION: &str = "_default";
 pub const COLLECTIONS_PER_DB_MAX: usize = 65_536;
 /// `rootCoord.maxPartitionNum`.
 pub const PARTITIONS_PER_COLLECTION_MAX: usize = 1024;
+/// `proxy.maxFieldNum`: user fields per collection (checked again when a field is added).
+pub const FIELDS_PER_COLLECTION_MAX: usize = 64;
 /// The database property that overrides the per-database collection cap.
 pub const DB_MAX_COLLECTIONS_PROPERTY: &str = "database.max.collections";
-/// DDL events each shard keeps for the DD channel (oldest dropped first).
-pub const DD_EVENTS_MAX: usize = 4096;
+/// DDL events each shard keeps for the DD channel by default (oldest dropped first; the
+/// node's `milvus_dd_history_entries_max`, see `history`).
+pub const DD_EVENTS_MAX: usize = history::DD_HISTORY_ENTRIES_MAX_DEFAULT;
 
 /// Milvus error codes used by apply (`pkg/util/merr`).
 pub mod code {
@@ -214,6 +220,11 @@ stored! {
         /// Sessions and durable time-tick barriers (issue #12, `coord`), applied by the
         /// meta table to its `milvus_coord` table on group 0; carries no DDL timestamp.
         Coord(Box<coord::CoordCommand>),
+        /// `collections/fields/add`: a new (nullable, scalar) field; apply gives it the next
+        /// field ID.
+        AddField { ts: u64, db: String, collection: String, field: Field },
+        /// `collections/fields/alter_properties`: sets type params of a field.
+        AlterField { ts: u64, db: String, collection: String, name: String, set: Kvs },
     }
 }
 
@@ -279,10 +290,12 @@ pub struct MilvusState {
     pub databases: BTreeMap<String, Database>,
     /// The last applied DDL's timestamp: a command must carry a larger one.
     pub last_ts: u64,
-    /// The most recent DDL events, oldest first (at most `DD_EVENTS_MAX`).
+    /// The most recent DDL events, oldest first (within `history_limits`).
     pub events: std::collections::VecDeque<DdEvent>,
     /// Timestamp of the newest event dropped from `events` (0: none dropped yet).
     pub events_dropped_ts: u64,
+    /// This node's bounds on `events` (configuration, not replicated: see `history`).
+    pub history_limits: history::HistoryLimits,
 }
 
 stored! {
@@ -303,6 +316,7 @@ impl Default for MilvusState {
             last_ts: 0,
             events: Default::default(),
             events_dropped_ts: 0,
+            history_limits: history::configured(),
         }
     }
 }
@@ -386,12 +400,20 @@ impl MilvusState {
     }
 
     fn record(&mut self, event: DdEvent) {
-        if self.events.len() >= DD_EVENTS_MAX {
-            if let Some(old) = self.events.pop_front() {
-                self.events_dropped_ts = old.ts;
-            }
-        }
         self.events.push_back(event);
+    }
+
+    /// Drops the events beyond the count bound, and those past the time bound as of `now_ts`
+    /// (the applying command's timestamp, so replicas agree).
+    fn trim_history(&mut self, now_ts: u64) {
+        let limits = self.history_limits;
+        while let Some(old) = self.events.front() {
+            if self.events.len() <= limits.entries_max && !limits.expired(old.ts, now_ts) {
+                break;
+            }
+            self.events_dropped_ts = old.ts;
+            self.events.pop_front();
+        }
     }
 
     pub fn apply(&mut self, cmd: &Command) -> Outcome {
@@ -407,9 +429,15 @@ impl MilvusState {
         // would only refuse more proposals in flight.
         if matches!(outcome, Outcome::Done) {
             self.last_ts = ts;
+            // Tells this node's DD watchers and tick loop to look again (no state effect).
+            if !events.is_empty() {
+                signal::DDL_APPLIED.raise();
+            }
             for e in events {
                 self.record(e);
             }
+            self.trim_history(ts);
+            signal::CLOCK_ADVANCED.raise();
         }
         outcome
     }
@@ -655,6 +683,96 @@ impl MilvusState {
                 let mut e = event("AlterCollection", db);
                 e.collection_name = cname;
                 e.collection_id = cid;
+                events.push(e);
+                Outcome::Done
+            }
+            Command::AddField {
+                db: db_name,
+                collection,
+                field,
+                ..
+            } => {
+                let Some(db) = self.databases.get_mut(db_name) else {
+                    return db_not_found(db_name);
+                };
+                let Some(c) = resolve_mut(db, collection) else {
+                    return collection_not_found(db_name, collection);
+                };
+                if c.spec.fields.iter().any(|f| f.name == field.name)
+                    || c.system_fields.iter().any(|f| f.name == field.name)
+                {
+                    return invalid(format!("duplicate field name: {}", field.name));
+                }
+                if c.spec.fields.len() >= FIELDS_PER_COLLECTION_MAX {
+                    return invalid(format!(
+                        "maximum field's number should be limited to {FIELDS_PER_COLLECTION_MAX}"
+                    ));
+                }
+                if field.clustering_key && c.spec.fields.iter().any(|f| f.clustering_key) {
+                    return invalid("there are more than one clustering key");
+                }
+                let mut f = field.clone();
+                f.id = c.spec.fields.iter().map(|f| f.id).max().unwrap_or(99) + 1;
+                let fid = f.id;
+                let params = vec![
+                    ("fieldName".to_string(), f.name.clone()),
+                    ("dataType".to_string(), f.data_type.clone()),
+                ];
+                c.spec.fields.push(f);
+                c.updated_ts = ts;
+                let (cname, cid) = (c.spec.name.clone(), c.id);
+                let mut e = event("AddCollectionField", db);
+                e.collection_name = cname;
+                e.collection_id = cid;
+                e.field_id = fid;
+                e.params = params;
+                events.push(e);
+                Outcome::Done
+            }
+            Command::AlterField {
+                db: db_name,
+                collection,
+                name,
+                set,
+                ..
+            } => {
+                let Some(db) = self.databases.get_mut(db_name) else {
+                    return db_not_found(db_name);
+                };
+                let Some(c) = resolve_mut(db, collection) else {
+                    return collection_not_found(db_name, collection);
+                };
+                let Some(f) = c.spec.fields.iter_mut().find(|f| f.name == *name) else {
+                    return err(
+                        code::FIELD_NOT_FOUND,
+                        format!("field not found[field={name}]"),
+                    );
+                };
+                for (k, _) in set {
+                    let applies = match k.as_str() {
+                        "max_length" => {
+                            f.data_type == "VarChar"
+                                || (f.data_type == "Array" && f.element_type == "VarChar")
+                        }
+                        "max_capacity" => f.data_type == "Array",
+                        _ => true,
+                    };
+                    if !applies {
+                        return invalid(format!(
+                            "{k} is not a type param of field {name} of type {}",
+                            f.data_type
+                        ));
+                    }
+                }
+                set_kvs(&mut f.type_params, set, &[]);
+                let fid = f.id;
+                c.updated_ts = ts;
+                let (cname, cid) = (c.spec.name.clone(), c.id);
+                let mut e = event("AlterCollectionField", db);
+                e.collection_name = cname;
+                e.collection_id = cid;
+                e.field_id = fid;
+                e.params = set.clone();
                 events.push(e);
                 Outcome::Done
             }
@@ -982,18 +1100,23 @@ impl MilvusState {
             }
             databases.insert(d.name.clone(), d);
         }
-        if data.events.len() > DD_EVENTS_MAX {
+        if data.events.len() > history::DD_HISTORY_ENTRIES_LIMIT {
             return Err(format!(
-                "milvus table: {} DD events, more than {DD_EVENTS_MAX}",
-                data.events.len()
+                "milvus table: {} DD events, more than {}",
+                data.events.len(),
+                history::DD_HISTORY_ENTRIES_LIMIT
             ));
         }
-        Ok(MilvusState {
+        let mut state = MilvusState {
             databases,
             last_ts: data.last_ts,
             events: data.events.into(),
             events_dropped_ts: data.events_dropped_ts,
-        })
+            history_limits: history::configured(),
+        };
+        // A snapshot from a node that keeps more history than this one.
+        state.trim_history(state.last_ts);
+        Ok(state)
     }
 }
 
@@ -1015,7 +1138,9 @@ impl Command {
             | Command::CreateAlias { ts, .. }
             | Command::DropAlias { ts, .. }
             | Command::SetLoad { ts, .. }
-            | Command::Tick { ts } => *ts,
+            | Command::Tick { ts }
+            | Command::AddField { ts, .. }
+            | Command::AlterField { ts, .. } => *ts,
             Command::Coord(_) => 0,
         }
     }
@@ -1038,7 +1163,9 @@ impl Command {
             | Command::CreateAlias { ts, .. }
             | Command::DropAlias { ts, .. }
             | Command::SetLoad { ts, .. }
-            | Command::Tick { ts } => *ts = new,
+            | Command::Tick { ts }
+            | Command::AddField { ts, .. }
+            | Command::AlterField { ts, .. } => *ts = new,
             Command::Coord(_) => {}
         }
         self

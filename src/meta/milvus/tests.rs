@@ -171,6 +171,41 @@ fn command(words: &[&str]) -> Result<Command, String> {
             alias: arg(3)?,
         },
         "tick" => Command::Tick { ts },
+        // field+ TS DB COLL NAME TYPE [KEY VALUE]: a nullable field.
+        "field+" => {
+            let mut field = Field {
+                id: 0,
+                name: arg(4)?,
+                data_type: arg(5)?,
+                element_type: String::new(),
+                primary: false,
+                partition_key: false,
+                clustering_key: false,
+                auto_id: false,
+                nullable: true,
+                dynamic: false,
+                description: String::new(),
+                default_value: None,
+                type_params: Vec::new(),
+                function_output: false,
+            };
+            if words.len() > 7 {
+                field.type_params.push((arg(6)?, arg(7)?));
+            }
+            Command::AddField {
+                ts,
+                db: arg(2)?,
+                collection: arg(3)?,
+                field,
+            }
+        }
+        "field~" => Command::AlterField {
+            ts,
+            db: arg(2)?,
+            collection: arg(3)?,
+            name: arg(4)?,
+            set: vec![(arg(5)?, arg(6)?)],
+        },
         "load" | "release" => Command::SetLoad {
             ts,
             db: arg(2)?,
@@ -240,6 +275,19 @@ fn run_transcript(script: &str) -> String {
         }
         let result = match words[0] {
             "show" => show(&s),
+            // fields DB COLL: the user fields, `name#id:type params`.
+            "fields" => match s
+                .db(words.get(1).copied().unwrap_or(""))
+                .and_then(|d| d.collections.get(words.get(2).copied().unwrap_or("")))
+            {
+                Some(c) => c
+                    .spec
+                    .fields
+                    .iter()
+                    .map(|f| format!("{}#{}:{} {:?}\n", f.name, f.id, f.data_type, f.type_params))
+                    .collect(),
+                None => "no such collection\n".to_string(),
+            },
             "events" => {
                 let since = words.get(1).and_then(|w| w.parse().ok()).unwrap_or(0);
                 match s.events_since(since) {
@@ -484,4 +532,58 @@ proptest! {
     fn garbage_snapshots_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         let _ = MilvusState::restore(&bytes);
     }
+}
+
+#[test]
+fn event_history_is_bounded_by_time_and_by_the_configured_count() {
+    let ms = |physical: u64| physical << 18;
+    let mut s = MilvusState {
+        history_limits: history::HistoryLimits {
+            entries_max: 3,
+            ms: 1_000,
+        },
+        ..MilvusState::default()
+    };
+    let db = |s: &mut MilvusState, ts: u64, name: &str| {
+        s.apply(&Command::CreateDatabase {
+            ts,
+            name: name.into(),
+            id: ts,
+            properties: Vec::new(),
+        })
+    };
+    for (i, t) in [100u64, 200, 300, 400].into_iter().enumerate() {
+        assert_eq!(db(&mut s, ms(t), &format!("d{i}")), Outcome::Done);
+    }
+    // Four events, three kept: the count bound dropped the oldest.
+    let kept: Vec<u64> = s.events.iter().map(|e| e.ts >> 18).collect();
+    assert_eq!(kept, [200, 300, 400]);
+    assert_eq!(s.events_dropped_ts, ms(100));
+    // A tick 1,250 ms later: events more than 1,000 ms older than it go (200 only).
+    assert_eq!(s.apply(&Command::Tick { ts: ms(1_250) }), Outcome::Done);
+    let kept: Vec<u64> = s.events.iter().map(|e| e.ts >> 18).collect();
+    assert_eq!(kept, [300, 400]);
+    assert_eq!(s.events_since(ms(150)), Err(ms(200)));
+    assert_eq!(s.events_since(ms(200)).map(|e| e.len()), Ok(2));
+    // Exactly at the bound is kept.
+    assert_eq!(s.apply(&Command::Tick { ts: ms(1_300) }), Outcome::Done);
+    assert_eq!(s.events.len(), 2);
+    // A snapshot from a node keeping more is trimmed to this node's count on restore.
+    let mut big = MilvusState::default();
+    big.history_limits.entries_max = DD_EVENTS_MAX + 10;
+    for i in 0..(DD_EVENTS_MAX as u64 / 2 + 5) {
+        assert_eq!(db(&mut big, ms(10 + i), &format!("x{i}")), Outcome::Done);
+        assert_eq!(
+            big.apply(&Command::DropDatabase {
+                ts: ms(10 + i) + 1,
+                name: format!("x{i}"),
+            }),
+            Outcome::Done
+        );
+    }
+    assert_eq!(big.events.len(), DD_EVENTS_MAX + 10);
+    let restored = MilvusState::restore(&big.snapshot()).expect("restore");
+    assert_eq!(restored.events.len(), DD_EVENTS_MAX);
+    assert!(restored.events.iter().eq(big.events.iter().skip(10)));
+    assert_eq!(restored.events_dropped_ts, big.events[9].ts);
 }
