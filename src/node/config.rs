@@ -74,6 +74,13 @@ pub struct ServerArgs {
     /// where the data directory's filesystem allows it). Default auto.
     #[arg(long)]
     pub log_io: Option<String>,
+    /// File of `TOKEN ROLE` lines (role admin or read): every request then needs
+    /// `Authorization: Bearer TOKEN` (except /healthz and /metrics). Re-read on SIGHUP.
+    #[arg(long)]
+    pub auth_token_file: Option<PathBuf>,
+    /// With --auth-token-file, /metrics needs a token too (any role).
+    #[arg(long)]
+    pub metrics_auth: bool,
     /// TOML file with the same keys as the flags (snake_case: data_dir, http_addr, ...).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -95,6 +102,8 @@ pub struct FileConfig {
     pub follower_read: Option<bool>,
     pub snapshot_every_entries: Option<u64>,
     pub log_io: Option<String>,
+    pub auth_token_file: Option<PathBuf>,
+    pub metrics_auth: Option<bool>,
 }
 
 /// How the raft log gets entries onto the disk; both are durable before acknowledging.
@@ -146,6 +155,9 @@ pub struct ServerConfig {
     pub follower_read: bool,
     pub snapshot_every_entries: u64,
     pub log_io: LogIo,
+    /// Admin authentication's token file (`crate::node::auth`); None: no authentication.
+    pub auth_token_file: Option<PathBuf>,
+    pub metrics_auth: bool,
 }
 
 /// A configuration problem, naming the key that is wrong.
@@ -293,6 +305,17 @@ impl ServerConfig {
         };
         let redirect = args.redirect || file.redirect.unwrap_or(false);
         let follower_read = args.follower_read || file.follower_read.unwrap_or(false);
+        let auth_token_file = args.auth_token_file.or(file.auth_token_file);
+        let metrics_auth = args.metrics_auth || file.metrics_auth.unwrap_or(false);
+        if metrics_auth && auth_token_file.is_none() {
+            return Err(err(
+                "metrics_auth",
+                "needs auth_token_file (there are no tokens to check)",
+            ));
+        }
+        if let Some(path) = &auth_token_file {
+            crate::node::auth::load_tokens(path).map_err(|e| err("auth_token_file", e))?;
+        }
         let members_arg = args.members.or(file.members);
         if join.is_some() && members_arg.is_some() {
             return Err(err(
@@ -338,6 +361,8 @@ impl ServerConfig {
             follower_read,
             snapshot_every_entries,
             log_io,
+            auth_token_file,
+            metrics_auth,
         })
     }
 

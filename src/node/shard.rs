@@ -29,6 +29,8 @@ pub struct NodeInfo {
     pub follower_read: bool,
     pub shard_peer_addrs: Vec<SocketAddr>,
     pub group_options: GroupOptions,
+    /// Admin authentication (`--auth-token-file`), shared by every shard's router guard.
+    pub auth: Option<Arc<super::auth::Auth>>,
 }
 
 impl NodeInfo {
