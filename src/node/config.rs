@@ -31,6 +31,8 @@ pub enum Command {
     Server(ServerArgs),
     /// Run storage node agents (CubeFS data/meta nodes) that answer a master's admin tasks.
     Node(crate::agent::NodeArgs),
+    /// Operate a running cluster: status, members, leadership, keys (etcdctl's habits).
+    Ctl(crate::ctl::CtlArgs),
 }
 
 /// Flags of `mast server`. Every field is optional so that a missing flag can fall back to the
