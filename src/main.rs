@@ -4,11 +4,12 @@ use mast::node::config::{Cli, Command, ServerConfig};
 fn main() {
     let cli = Cli::parse();
     // `mast ctl` is a client: its output is the answer, so no log lines.
-    if !matches!(cli.command, Command::Ctl(_)) {
+    if !matches!(cli.command, Command::Ctl(_) | Command::Restore(_)) {
         init_logging();
     }
     match cli.command {
         Command::Ctl(args) => std::process::exit(mast::ctl::run(args)),
+        Command::Restore(args) => std::process::exit(mast::ctl::backup::restore_cli(args)),
         Command::Node(args) => std::process::exit(mast::agent::run_cli(args)),
         Command::Server(args) => {
             let config = match ServerConfig::resolve(args) {

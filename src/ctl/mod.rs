@@ -7,6 +7,7 @@
 //! `--timeout-ms`. Writes through any member reach the leader (the server forwards them);
 //! `leader transfer` is sent to the member leading shard 0, found through `/status`.
 
+pub mod backup;
 pub mod client;
 
 use std::path::PathBuf;
@@ -56,6 +57,11 @@ pub enum CtlCommand {
     /// The key-value API.
     #[command(subcommand)]
     Kv(KvCmd),
+    /// Writes a consistent backup of every shard to a file (see `mast restore`).
+    Backup {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,6 +198,27 @@ fn run_inner(args: CtlArgs) -> Result<(), Failure> {
         }
         CtlCommand::Leader(LeaderCmd::Transfer { to }) => transfer(&client, to, json),
         CtlCommand::Kv(cmd) => kv(&client, cmd, json),
+        CtlCommand::Backup { out } => {
+            let b = backup::fetch(&client, &out).map_err(unreachable)?;
+            let applied: Vec<u64> = b.shards.iter().map(|p| p.applied).collect();
+            let size = std::fs::metadata(&out).map_or(0, |m| m.len());
+            if json {
+                return print_json(&serde_json::json!({
+                    "file": out.display().to_string(),
+                    "bytes": size,
+                    "cluster_id": b.cluster_id,
+                    "shards_applied": applied,
+                    "crc32": b.crc,
+                }));
+            }
+            println!(
+                "backup of cluster {} ({} shards at indexes {applied:?}, {size} bytes) written to {}",
+                b.cluster_id,
+                applied.len(),
+                out.display()
+            );
+            Ok(())
+        }
     }
 }
 

@@ -41,7 +41,7 @@ pub struct ClusterIdentity {
     pub members: Vec<MemberRecord>,
 }
 
-fn record(m: &Member) -> MemberRecord {
+pub fn record(m: &Member) -> MemberRecord {
     MemberRecord {
         id: m.id,
         peer_addr: m.peer_addr.to_string(),
@@ -51,7 +51,7 @@ fn record(m: &Member) -> MemberRecord {
 
 /// Derives a cluster id from the initial member list, so nodes bootstrapped with the same
 /// `--members` agree without talking, and a node of another cluster is refused at handshake.
-fn cluster_id_of(members: &[Member], shards: usize) -> u64 {
+pub fn cluster_id_of(members: &[Member], shards: usize) -> u64 {
     let mut sorted: Vec<_> = members
         .iter()
         .map(|m| format!("{}={}/{}", m.id, m.peer_addr, m.http_addr))
@@ -105,6 +105,11 @@ fn check_shards(cluster: usize, mine: usize) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Writes `DATA/CLUSTER` (for `mast restore`, which seeds a data directory).
+pub fn write_identity(data_dir: &Path, id: &ClusterIdentity) -> Result<(), String> {
+    write_durably(data_dir, &data_dir.join(FILE_NAME), id)
 }
 
 fn write_durably(dir: &Path, path: &Path, id: &ClusterIdentity) -> Result<(), String> {

@@ -33,6 +33,8 @@ pub enum Command {
     Node(crate::agent::NodeArgs),
     /// Operate a running cluster: status, members, leadership, keys (etcdctl's habits).
     Ctl(crate::ctl::CtlArgs),
+    /// Seed a new node's data directory from a backup (`mast ctl backup`).
+    Restore(crate::ctl::backup::RestoreArgs),
 }
 
 /// Flags of `mast server`. Every field is optional so that a missing flag can fall back to the

@@ -291,6 +291,7 @@ fn shard_thread(
         let router = crate::admintask::http::routes(router, ctx.clone());
         let router = crate::milvus::routes(router, ctx.clone());
         let router = super::members_api::routes(router, ctx.clone());
+        let router = crate::ctl::backup::routes(router, ctx.clone());
         // The one authentication check, ahead of every route (including 404s).
         let router = match &ctx.node.auth {
             Some(auth) => router.with_guard(auth.guard()),
