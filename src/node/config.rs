@@ -519,4 +519,31 @@ mod tests {
         assert_eq!(e.key, "config");
         assert!(e.problem.contains("shard"), "{e}");
     }
+
+    #[test]
+    fn the_shipped_config_file_parses_and_names_every_key() {
+        let text = include_str!("../../dist/mast.toml");
+        let file: FileConfig = toml::from_str(text).unwrap();
+        assert_eq!(file.snapshot_every_entries, Some(50_000));
+        for key in [
+            "id",
+            "data_dir",
+            "http_addr",
+            "peer_addr",
+            "members",
+            "shards",
+            "join",
+            "redirect",
+            "follower_read",
+            "snapshot_every_entries",
+            "log_io",
+            "auth_token_file",
+            "metrics_auth",
+        ] {
+            assert!(
+                text.contains(&format!("{key} = ")),
+                "dist/mast.toml does not document {key}"
+            );
+        }
+    }
 }
