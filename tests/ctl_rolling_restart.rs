@@ -1,5 +1,6 @@
 //! The rolling restart of Linux-only-notes.md, proven: the three members of a cluster are
-//! restarted one at a time under write load; no acknowledged write is lost, and no write
+//! restarted one at a time under write load (leadership moved away first, then SIGTERM,
+//! then a start); no acknowledged write is lost, and no write
 //! waits (from its first attempt to its acknowledgement, moving between members like a
 //! client with every member in its endpoint list) more than a bound of a few election
 //! timeouts plus the harness's slack.
@@ -16,6 +17,17 @@ use support::{kv_path, Cluster, ClusterOptions, HttpClient};
 const DEADLINE: Duration = Duration::from_secs(30);
 /// 10 election timeouts of 200 ms, doubled for two CPUs shared by several test processes.
 const WAIT_MAX: Duration = Duration::from_secs(4);
+
+/// Whether process `pid` has exited (a zombie waiting to be reaped counts).
+fn exited(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
 
 #[derive(Default)]
 struct Log {

@@ -133,6 +133,16 @@ impl<'a> Reader<'a> {
         a.copy_from_slice(self.take(4, what)?);
         Ok(u32::from_le_bytes(a))
     }
+    /// Reserved bytes must be zero, so that no byte of the file goes unchecked.
+    fn zero_padding(&mut self) -> Result<(), String> {
+        let at = self.at;
+        match self.u32("padding")? {
+            0 => Ok(()),
+            _ => Err(format!(
+                "offset {at}: reserved bytes are not zero (damaged)"
+            )),
+        }
+    }
     fn u64(&mut self, what: &str) -> Result<u64, String> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(8, what)?);
@@ -171,14 +181,14 @@ pub fn decode(bytes: &[u8]) -> Result<Backup, String> {
                 "offset {at}: shard section {i} says it is shard {shard}"
             ));
         }
-        r.u32("padding")?;
+        r.zero_padding()?;
         let applied = r.u64("the applied index")?;
         let len = r.u64("the section length")?;
         if len > SHARD_BYTES_MAX {
             return Err(format!("offset {at}: shard {i} claims {len} bytes"));
         }
         let crc = r.u32("the section checksum")?;
-        r.u32("padding")?;
+        r.zero_padding()?;
         let data_at = r.at;
         let data = r.take(len as usize, "the shard's data")?;
         if crc32fast::hash(data) != crc {
@@ -207,7 +217,7 @@ pub fn decode(bytes: &[u8]) -> Result<Backup, String> {
         return Err(format!("offset {end_at}: bad trailer magic"));
     }
     let crc = r.u32("the file checksum")?;
-    r.u32("padding")?;
+    r.zero_padding()?;
     if crc32fast::hash(&bytes[..end_at]) != crc {
         return Err(format!(
             "offset 0..{end_at}: the file does not match its checksum (damaged)"
