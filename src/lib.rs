@@ -7,11 +7,13 @@
 //! - [`cubefs`]: the CubeFS master's HTTP dialect and routes over the `meta::cubefs` registry;
 //! - [`admintask`]: the CubeFS master's admin task manager (heartbeats, liveness, tasks to
 //!   storage nodes); [`agent`]: `mast node`, the storage node side;
-//! - [`node`]: the process: config, runtime, start-up, the shard context, admin endpoints.
+//! - [`node`]: the process: config, runtime, start-up, the shard context, admin endpoints;
+//! - [`ctl`]: `mast ctl`, the operator's command-line client.
 
 pub mod admintask;
 pub mod agent;
 pub mod codec;
+pub mod ctl;
 pub mod cubefs;
 pub mod meta;
 pub mod milvus;

@@ -19,8 +19,14 @@ pub const RELAY_REPLY_BYTES_MAX: usize = 64 * 1024 * 1024;
 const RELAY_HEAD_BYTES_MAX: usize = 64 * 1024;
 /// Connect + whole exchange; CubeFS's SDK waits 30–60 s per request.
 pub const RELAY_TIMEOUT_MS: u64 = 30_000;
-/// Request headers passed on (the rest are hop-by-hop or meaningless to the leader).
-const PASSED_HEADERS: [&str; 3] = ["content-type", "user-agent", "x-cfs-accept-encoding"];
+/// Request headers passed on (the rest are hop-by-hop or meaningless to the leader). The
+/// client's `authorization` goes along: the leader checks the same token file again.
+const PASSED_HEADERS: [&str; 4] = [
+    "content-type",
+    "user-agent",
+    "x-cfs-accept-encoding",
+    "authorization",
+];
 
 /// The part of a request a relay needs; `Send`.
 #[derive(Debug, Clone)]

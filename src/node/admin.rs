@@ -307,6 +307,9 @@ async fn metrics(me: Rc<Shard>) -> Response {
     // The CubeFS admin task manager's counters (queued, sent, acked, failed, dropped per
     // opcode) and limits.
     out.push_str(&crate::admintask::metrics_text(&me).await);
+    if let Some(auth) = &me.node.auth {
+        auth.render_metrics(&mut out);
+    }
     Response::bytes(200, "text/plain; version=0.0.4; charset=utf-8", out.into())
 }
 

@@ -41,7 +41,7 @@ pub struct ClusterIdentity {
     pub members: Vec<MemberRecord>,
 }
 
-fn record(m: &Member) -> MemberRecord {
+pub fn record(m: &Member) -> MemberRecord {
     MemberRecord {
         id: m.id,
         peer_addr: m.peer_addr.to_string(),
@@ -51,7 +51,7 @@ fn record(m: &Member) -> MemberRecord {
 
 /// Derives a cluster id from the initial member list, so nodes bootstrapped with the same
 /// `--members` agree without talking, and a node of another cluster is refused at handshake.
-fn cluster_id_of(members: &[Member], shards: usize) -> u64 {
+pub fn cluster_id_of(members: &[Member], shards: usize) -> u64 {
     let mut sorted: Vec<_> = members
         .iter()
         .map(|m| format!("{}={}/{}", m.id, m.peer_addr, m.http_addr))
@@ -107,6 +107,11 @@ fn check_shards(cluster: usize, mine: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Writes `DATA/CLUSTER` (for `mast restore`, which seeds a data directory).
+pub fn write_identity(data_dir: &Path, id: &ClusterIdentity) -> Result<(), String> {
+    write_durably(data_dir, &data_dir.join(FILE_NAME), id)
+}
+
 fn write_durably(dir: &Path, path: &Path, id: &ClusterIdentity) -> Result<(), String> {
     let tmp = dir.join(format!("{FILE_NAME}.tmp"));
     let body = serde_json::to_vec_pretty(id).map_err(|e| e.to_string())?;
@@ -134,9 +139,12 @@ fn join(addr: SocketAddr, config: &ServerConfig) -> Result<ClusterIdentity, Stri
         peer_addr: config.peer_addr.to_string(),
         http_addr: config.http_addr.to_string(),
     };
+    // With authentication on, a joining node asks with its own file's first admin token
+    // (every member is expected to hold the same token file).
+    let token = crate::node::auth::own_admin_token(config.auth_token_file.as_deref())?;
     let mut last_err = String::new();
     while Instant::now() < deadline {
-        match try_join(addr, &me, config.shards) {
+        match try_join(addr, &me, config.shards, token.as_deref()) {
             Ok(id) => return Ok(id),
             Err(JoinError::Fatal(e)) => return Err(e),
             Err(JoinError::Retry(e)) => {
@@ -165,8 +173,9 @@ fn try_join(
     addr: SocketAddr,
     me: &MemberRecord,
     shards: usize,
+    token: Option<&str>,
 ) -> Result<ClusterIdentity, JoinError> {
-    let (status, body) = http_call(addr, "GET", "/members", b"")?;
+    let (status, body) = http_call(addr, "GET", "/members", b"", token)?;
     if status != 200 {
         return Err(format!(
             "GET /members answered {status}: {}",
@@ -181,7 +190,7 @@ fn try_join(
     // Always asked, even when shard 0 already lists this node: adding is idempotent, and an
     // earlier attempt may have stopped after some shards.
     let payload = serde_json::to_vec(me).map_err(|e| e.to_string())?;
-    let (status, body) = http_call(addr, "POST", "/members", &payload)?;
+    let (status, body) = http_call(addr, "POST", "/members", &payload, token)?;
     if status != 200 {
         return Err(format!(
             "POST /members answered {status}: {}",
@@ -207,6 +216,7 @@ fn http_call(
     method: &str,
     path: &str,
     body: &[u8],
+    token: Option<&str>,
 ) -> Result<(u16, Vec<u8>), String> {
     let timeout = Duration::from_secs(10);
     let mut s =
@@ -215,8 +225,11 @@ fn http_call(
         .map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
+    let authorization = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{authorization}connection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes())

@@ -31,6 +31,10 @@ pub enum Command {
     Server(ServerArgs),
     /// Run storage node agents (CubeFS data/meta nodes) that answer a master's admin tasks.
     Node(crate::agent::NodeArgs),
+    /// Operate a running cluster: status, members, leadership, keys (etcdctl's habits).
+    Ctl(crate::ctl::CtlArgs),
+    /// Seed a new node's data directory from a backup (`mast ctl backup`).
+    Restore(crate::ctl::backup::RestoreArgs),
 }
 
 /// Flags of `mast server`. Every field is optional so that a missing flag can fall back to the
@@ -86,6 +90,13 @@ pub struct ServerArgs {
     /// Default 86400000 (a day).
     #[arg(long)]
     pub milvus_dd_history_ms: Option<u64>,
+    /// File of `TOKEN ROLE` lines (role admin or read): every request then needs
+    /// `Authorization: Bearer TOKEN` (except /healthz and /metrics). Re-read on SIGHUP.
+    #[arg(long)]
+    pub auth_token_file: Option<PathBuf>,
+    /// With --auth-token-file, /metrics needs a token too (any role).
+    #[arg(long)]
+    pub metrics_auth: bool,
     /// TOML file with the same keys as the flags (snake_case: data_dir, http_addr, ...).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -110,6 +121,8 @@ pub struct FileConfig {
     pub cubefs_dp_growth_interval_ms: Option<u64>,
     pub milvus_dd_history_entries_max: Option<usize>,
     pub milvus_dd_history_ms: Option<u64>,
+    pub auth_token_file: Option<PathBuf>,
+    pub metrics_auth: Option<bool>,
 }
 
 /// How the raft log gets entries onto the disk; both are durable before acknowledging.
@@ -164,6 +177,9 @@ pub struct ServerConfig {
     pub cubefs_dp_growth_interval_ms: u64,
     /// Bounds of each shard's Milvus DD history.
     pub milvus_dd_history: crate::meta::milvus::history::HistoryLimits,
+    /// Admin authentication's token file (`crate::node::auth`); None: no authentication.
+    pub auth_token_file: Option<PathBuf>,
+    pub metrics_auth: bool,
 }
 
 /// A configuration problem, naming the key that is wrong.
@@ -336,6 +352,17 @@ impl ServerConfig {
         };
         let redirect = args.redirect || file.redirect.unwrap_or(false);
         let follower_read = args.follower_read || file.follower_read.unwrap_or(false);
+        let auth_token_file = args.auth_token_file.or(file.auth_token_file);
+        let metrics_auth = args.metrics_auth || file.metrics_auth.unwrap_or(false);
+        if metrics_auth && auth_token_file.is_none() {
+            return Err(err(
+                "metrics_auth",
+                "needs auth_token_file (there are no tokens to check)",
+            ));
+        }
+        if let Some(path) = &auth_token_file {
+            crate::node::auth::load_tokens(path).map_err(|e| err("auth_token_file", e))?;
+        }
         let members_arg = args.members.or(file.members);
         if join.is_some() && members_arg.is_some() {
             return Err(err(
@@ -383,6 +410,8 @@ impl ServerConfig {
             log_io,
             cubefs_dp_growth_interval_ms,
             milvus_dd_history,
+            auth_token_file,
+            metrics_auth,
         })
     }
 
@@ -560,5 +589,32 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.key, "config");
         assert!(e.problem.contains("shard"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_config_file_parses_and_names_every_key() {
+        let text = include_str!("../../dist/mast.toml");
+        let file: FileConfig = toml::from_str(text).unwrap();
+        assert_eq!(file.snapshot_every_entries, Some(50_000));
+        for key in [
+            "id",
+            "data_dir",
+            "http_addr",
+            "peer_addr",
+            "members",
+            "shards",
+            "join",
+            "redirect",
+            "follower_read",
+            "snapshot_every_entries",
+            "log_io",
+            "auth_token_file",
+            "metrics_auth",
+        ] {
+            assert!(
+                text.contains(&format!("{key} = ")),
+                "dist/mast.toml does not document {key}"
+            );
+        }
     }
 }

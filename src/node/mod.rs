@@ -2,6 +2,7 @@
 //! identity, the shard context handlers depend on, and the node-level HTTP endpoints.
 
 pub mod admin;
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod errors;

@@ -36,6 +36,7 @@ enum Event {
     ShardFailed(usize, String),
     HttpDrained(usize),
     Signal(i32),
+    Reload,
 }
 
 /// A startup or runtime failure, printed as the process's last word.
@@ -51,6 +52,8 @@ pub enum ServerError {
     Signals(std::io::Error),
     #[error("cluster identity: {0}")]
     Cluster(String),
+    #[error("auth_token_file: {0}")]
+    Auth(String),
 }
 
 /// Runs a server until it is told to stop. Returns Ok after a clean drain.
@@ -95,6 +98,12 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     // Direct writes are O_DSYNC too: one write per batch, durable when it completes.
     group_options.log.direct_io = direct;
     group_options.log.write_through = direct;
+    let auth = match &config.auth_token_file {
+        Some(path) => Some(Arc::new(
+            super::auth::Auth::load(path, config.metrics_auth).map_err(ServerError::Auth)?,
+        )),
+        None => None,
+    };
     let node = Arc::new(NodeInfo {
         id: config.id,
         http_addr: config.http_addr,
@@ -110,6 +119,7 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
             .map(|s| config.shard_peer_addr(s))
             .collect(),
         group_options,
+        auth,
     });
     let mesh = Mesh::<Shard>::new(config.shards, XSHARD_QUEUE_LEN);
     let shutdown = ShutdownSignal::new();
@@ -166,6 +176,15 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
                 tracing::debug!(shard, "shard drained");
                 drained += 1;
             }
+            Event::Reload => match &node.auth {
+                Some(auth) => match auth.reload() {
+                    Ok(n) => info!(tokens = n, "SIGHUP: token file re-read"),
+                    Err(e) => {
+                        error!(error = %e, "SIGHUP: token file refused; the previous tokens stay")
+                    }
+                },
+                None => info!("SIGHUP: nothing to reload"),
+            },
             Event::Signal(sig) => {
                 if stopping {
                     warn!(
@@ -290,7 +309,14 @@ fn shard_thread(
         #[cfg(feature = "fault-injection")]
         let router = super::fault::routes(router, ctx.clone());
         let router = crate::milvus::coord::routes(router, ctx.clone());
-        let router = Rc::new(super::members_api::routes(router, ctx.clone()));
+        let router = super::members_api::routes(router, ctx.clone());
+        let router = crate::ctl::backup::routes(router, ctx.clone());
+        // The one authentication check, ahead of every route (including 404s).
+        let router = match &ctx.node.auth {
+            Some(auth) => router.with_guard(auth.guard()),
+            None => router,
+        };
+        let router = Rc::new(router);
         mast_http::serve(
             listener,
             router,
@@ -439,14 +465,19 @@ fn lock_data_dir(dir: &Path) -> Result<nix::fcntl::Flock<File>, ServerError> {
 }
 
 fn spawn_signal_thread(events: mpsc::Sender<Event>) -> Result<(), ServerError> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(ServerError::Signals)?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(ServerError::Signals)?;
     std::thread::Builder::new()
         .name("mast-signals".into())
         .spawn(move || {
             for sig in signals.forever() {
-                if events.send(Event::Signal(sig)).is_err() {
+                let event = if sig == SIGHUP {
+                    Event::Reload
+                } else {
+                    Event::Signal(sig)
+                };
+                if events.send(event).is_err() {
                     return;
                 }
             }

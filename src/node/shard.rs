@@ -31,6 +31,8 @@ pub struct NodeInfo {
     pub group_options: GroupOptions,
     /// CubeFS volumes' automatic data partition growth period (0 = off).
     pub cubefs_dp_growth_interval_ms: u64,
+    /// Admin authentication (`--auth-token-file`), shared by every shard's router guard.
+    pub auth: Option<Arc<super::auth::Auth>>,
 }
 
 impl NodeInfo {

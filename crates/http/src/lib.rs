@@ -33,7 +33,7 @@ pub use response::{
     encode_response, reason_phrase, ConnectionHeader, ErrorBody, ErrorDetail, HeaderName,
     HeaderValue, Response, BODY_COPY_BYTES_MAX,
 };
-pub use router::{Handler, HandlerFuture, Router};
+pub use router::{Guard, Handler, HandlerFuture, Router};
 pub use server::{serve, ShutdownSignal, ShutdownWait};
 pub use stream::{body_channel, BodySender, BodyStream, SendError};
 

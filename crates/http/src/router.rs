@@ -13,6 +13,9 @@ use crate::response::Response;
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Response>>>;
 /// A stored handler.
 pub type Handler = Rc<dyn Fn(Request) -> HandlerFuture>;
+/// Runs before every request's handler (matched or not); `Some` answers the request instead
+/// (authentication lives here, at one place, rather than in every handler).
+pub type Guard = Rc<dyn Fn(&Request) -> Option<Response>>;
 
 /// Path parameters: (name, span in the request head).
 type Params = Vec<(Arc<str>, Range<u32>)>;
@@ -53,6 +56,7 @@ pub(crate) const ROUTE_SLOT_BASE: usize = 2;
 #[derive(Default)]
 pub struct Router {
     routes: Vec<Route>,
+    guard: Option<Guard>,
 }
 
 /// Outcome of routing one request.
@@ -65,6 +69,12 @@ impl Router {
     /// An empty router (every request gets 404).
     pub fn new() -> Router {
         Router::default()
+    }
+
+    /// Sets the guard every request passes before routing's answer (a handler, 404 or 405).
+    pub fn with_guard(mut self, guard: Guard) -> Router {
+        self.guard = Some(guard);
+        self
     }
 
     /// Adds a route.
@@ -136,8 +146,24 @@ impl Router {
             .map(|r| &r.name)
     }
 
-    /// Picks the handler for `req` and stores its path parameters in it.
+    /// Picks the handler for `req` and stores its path parameters in it, unless the guard
+    /// answers it (under the slot routing chose, so refusals are counted per route).
     pub(crate) fn resolve(&self, req: &mut Request) -> Resolved {
+        let resolved = self.resolve_route(req);
+        let Some(guard) = &self.guard else {
+            return resolved;
+        };
+        match guard(req) {
+            None => resolved,
+            Some(refusal) => match resolved {
+                Resolved::Handler(_, slot) | Resolved::Response(_, slot) => {
+                    Resolved::Response(refusal, slot)
+                }
+            },
+        }
+    }
+
+    fn resolve_route(&self, req: &mut Request) -> Resolved {
         let path = req.path();
         let base = req.path.start;
         let mut allowed: Vec<Method> = Vec::new();
