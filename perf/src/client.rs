@@ -22,7 +22,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf
 use monoio::net::TcpStream;
 
 use crate::http::{location_authority, parse_response};
-use crate::notify::{Notify, PreciseTimer};
+use crate::notify::{Notify, Timer};
 use crate::stats::{ErrorKind, IntervalStats, OpKind, Outcome, Recorder};
 use crate::workload::{ConnInfo, Op, Workload, WorkloadFactory};
 
@@ -356,7 +356,7 @@ struct ThreadCtx {
     stats: RefCell<ThreadStats>,
     conns: RefCell<Vec<Rc<ConnShared>>>,
     /// Sub-millisecond timer for the open-loop schedule (`None` in closed loop).
-    timer: Option<PreciseTimer>,
+    timer: Option<Timer>,
 }
 
 struct ThreadStats {
@@ -424,7 +424,12 @@ async fn thread_run(
 ) -> ThreadOutput {
     let measure_start = start + cfg.warmup;
     // Without the precise timer an open-loop run still works, with millisecond send jitter.
-    let timer = cfg.rate.and_then(|_| PreciseTimer::start().ok());
+    let timer = cfg.rate.and_then(|_| Timer::start().ok());
+    let ring = match &timer {
+        Some(Timer::Ring(t)) => Some(t.clone()),
+        _ => None,
+    };
+    let ring_task = ring.clone().map(|t| monoio::spawn(t.run()));
     let ctx = Rc::new(ThreadCtx {
         cfg: cfg.clone(),
         start,
@@ -459,6 +464,10 @@ async fn thread_run(
     let done = Rc::new(Cell::new(false));
     let housekeeping = monoio::spawn(housekeeping(ctx.clone(), done.clone(), tx));
     for task in tasks {
+        task.await;
+    }
+    if let (Some(t), Some(task)) = (ring, ring_task) {
+        t.stop();
         task.await;
     }
     done.set(true);
