@@ -39,8 +39,7 @@ impl Notify {
     /// monoio's millisecond timer.
     pub(crate) async fn notified_or(&self, deadline: Instant, timer: Option<&Timer>) -> bool {
         let mut sleep: std::pin::Pin<Box<dyn Future<Output = ()> + '_>> = match timer {
-            Some(Timer::Ring(t)) => Box::pin(t.sleep_until(deadline)),
-            Some(Timer::Thread(t)) => Box::pin(t.sleep_until(deadline)),
+            Some(t) => Box::pin(t.sleep_until(deadline)),
             None => Box::pin(monoio::time::sleep_until(monoio::time::Instant::from_std(
                 deadline,
             ))),
@@ -77,6 +76,37 @@ impl Timer {
             }
         }
         PreciseTimer::start().map(Timer::Thread)
+    }
+
+    fn register(&self, due: Instant, waker: Waker) -> bool {
+        match self {
+            Timer::Ring(t) => t.register(due, waker),
+            Timer::Thread(t) => t.register(due, waker),
+        }
+    }
+
+    /// Resolves at or after `deadline`.
+    pub(crate) fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + '_ {
+        let mut fallback: Option<std::pin::Pin<Box<monoio::time::Sleep>>> = None;
+        poll_fn(move |cx| {
+            if Instant::now() >= deadline {
+                return Poll::Ready(());
+            }
+            if let Some(s) = fallback.as_mut() {
+                return s.as_mut().poll(cx);
+            }
+            // Every pending poll registers again: a stale entry only causes one spurious
+            // wake-up, after which the task re-checks the clock.
+            if !self.register(deadline, cx.waker().clone()) {
+                let mut s = Box::pin(monoio::time::sleep_until(monoio::time::Instant::from_std(
+                    deadline,
+                )));
+                let r = s.as_mut().poll(cx);
+                fallback = Some(s);
+                return r;
+            }
+            Poll::Pending
+        })
     }
 }
 
@@ -179,29 +209,6 @@ impl RingTimer {
             self.arm(due);
         }
         true
-    }
-
-    /// Resolves at or after `deadline`.
-    pub(crate) fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + '_ {
-        let mut fallback: Option<std::pin::Pin<Box<monoio::time::Sleep>>> = None;
-        poll_fn(move |cx| {
-            if Instant::now() >= deadline {
-                return Poll::Ready(());
-            }
-            if let Some(s) = fallback.as_mut() {
-                return s.as_mut().poll(cx);
-            }
-            // As with the helper-thread timer: a stale entry costs one spurious wake-up.
-            if !self.register(deadline, cx.waker().clone()) {
-                let mut s = Box::pin(monoio::time::sleep_until(monoio::time::Instant::from_std(
-                    deadline,
-                )));
-                let r = s.as_mut().poll(cx);
-                fallback = Some(s);
-                return r;
-            }
-            Poll::Pending
-        })
     }
 
     /// Ends [`RingTimer::run`] (at once: the timerfd fires now).
@@ -346,30 +353,6 @@ impl PreciseTimer {
             self.shared.cv.notify_one();
         }
         true
-    }
-
-    /// Resolves at or after `deadline`.
-    pub(crate) fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + '_ {
-        let mut fallback: Option<std::pin::Pin<Box<monoio::time::Sleep>>> = None;
-        poll_fn(move |cx| {
-            if Instant::now() >= deadline {
-                return Poll::Ready(());
-            }
-            if let Some(s) = fallback.as_mut() {
-                return s.as_mut().poll(cx);
-            }
-            // Every pending poll registers again: a stale entry only causes one spurious
-            // wake-up, after which the task re-checks the clock.
-            if !self.register(deadline, cx.waker().clone()) {
-                let mut s = Box::pin(monoio::time::sleep_until(monoio::time::Instant::from_std(
-                    deadline,
-                )));
-                let r = s.as_mut().poll(cx);
-                fallback = Some(s);
-                return r;
-            }
-            Poll::Pending
-        })
     }
 }
 
