@@ -3,8 +3,9 @@
 //! Start-up order: validate config → lock the data directory → check the HTTP port is free →
 //! start one pinned thread per shard (each binds its own SO_REUSEPORT listener and reports
 //! back) → wait for a signal or a shard failure. Shutdown: fire the shared [`ShutdownSignal`]
-//! (every shard stops accepting and drains its connections within the grace period), then
-//! stop the cross-shard job loops once every shard has drained, then join the threads.
+//! (every shard stops accepting and drains its connections within the grace period); once
+//! every shard has drained, close the raft groups (not before: a draining request on one shard
+//! may wait on another shard's group) and stop the cross-shard job loops, then join the threads.
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -123,6 +124,9 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     });
     let mesh = Mesh::<Shard>::new(config.shards, XSHARD_QUEUE_LEN);
     let shutdown = ShutdownSignal::new();
+    // Fired once every shard's HTTP has drained: a request still draining on one shard may
+    // be waiting on another shard's group (the key lives there), so no group closes before.
+    let groups_close = ShutdownSignal::new();
     let (events_tx, events) = mpsc::channel::<Event>();
     let cpus = allowed_cpus();
     info!(node = config.id, shards = config.shards, http = %config.http_addr, data_dir = %config.data_dir.display(), log_io = node.log_io(), "starting mast");
@@ -134,15 +138,16 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
             .get(shard % cpus.len().max(1))
             .copied()
             .unwrap_or(shard);
-        let (node, mesh, shutdown, events_tx) = (
+        let (node, mesh, shutdown, groups_close, events_tx) = (
             node.clone(),
             mesh.clone(),
             shutdown.clone(),
+            groups_close.clone(),
             events_tx.clone(),
         );
         let handle = std::thread::Builder::new()
             .name(format!("mast-shard-{shard}"))
-            .spawn(move || shard_thread(shard, cpu, node, mesh, shutdown, events_tx))
+            .spawn(move || shard_thread(shard, cpu, node, mesh, shutdown, groups_close, events_tx))
             .map_err(|e| ServerError::Shard {
                 shard,
                 reason: format!("cannot spawn thread: {e}"),
@@ -202,6 +207,7 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
             }
         }
     }
+    groups_close.trigger();
     mesh.stop_all_blocking();
     let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_JOIN_WAIT_MS);
     for t in threads {
@@ -230,6 +236,7 @@ fn shard_thread(
     node: Arc<NodeInfo>,
     mesh: Arc<Mesh<Shard>>,
     shutdown: ShutdownSignal,
+    groups_close: ShutdownSignal,
     events: mpsc::Sender<Event>,
 ) {
     let pinned = pin_current_thread(cpu);
@@ -326,6 +333,7 @@ fn shard_thread(
         )
         .await;
         let _ = events.send(Event::HttpDrained(shard));
+        groups_close.wait().await;
         ctx.group.close();
         // Other shards may still be draining and calling into this one; keep serving their
         // jobs until the main thread stops every job loop.
