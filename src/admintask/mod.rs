@@ -251,8 +251,18 @@ fn slice_len(total: usize, left: usize, elapsed_ms: u64, spread_ms: u64) -> usiz
     let elapsed = elapsed_ms.min(spread_ms);
     let should_be_sent = (total as u64 * elapsed).div_ceil(spread_ms) as usize;
     let sent = total.saturating_sub(left);
-    should_be_sent.saturating_sub(sent).min(left)
+    should_be_sent
+        .saturating_sub(sent)
+        .max(HEARTBEAT_SLICE_MIN)
+        .min(left)
 }
+
+/// The fewest heartbeats a slice sends (while any are left). Pacing is for thousands of
+/// nodes; a small cluster's round goes out at once instead of one node every second, so a node
+/// that just registered is heard from (and placeable) within one slice, not seconds later.
+/// Below the pace of a large round (~21 per 20 ms slice for 5,000 nodes over 4.8 s), so it
+/// does not bunch large rounds up.
+const HEARTBEAT_SLICE_MIN: usize = 16;
 
 /// One shard's admin task manager.
 pub struct AdminTasks {
@@ -942,11 +952,13 @@ mod tests {
         }
         assert_eq!(left, 0);
         assert!(most <= 21, "{most} in one wake-up");
-        // Nothing at the start, then a late wake-up sends the whole backlog at once.
-        assert_eq!(slice_len(total, total, 0, spread), 0);
+        // The floor at the start, then a late wake-up sends the whole backlog at once.
+        assert_eq!(slice_len(total, total, 0, spread), 16);
         assert_eq!(slice_len(total, total, 2_400, spread), 2_500);
         assert_eq!(slice_len(total, 10, 9_999, spread), 10);
         assert_eq!(slice_len(0, 0, 100, spread), 0);
         assert_eq!(slice_len(3, 3, 1, 0), 3, "a zero spread sends at once");
+        // A small cluster's round goes out in its first slice.
+        assert_eq!(slice_len(12, 12, 0, spread), 12);
     }
 }
