@@ -388,9 +388,63 @@ async fn move_replica(
     r
 }
 
-/// Replicas moved per decommissioning node per loop round (CubeFS's `decommissionLimit`
-/// bounds the same per node set).
+/// Meta replicas moved per decommissioning meta node per loop round (CubeFS bounds meta
+/// node decommission by `count`, not by the node set limit).
 const MOVES_PER_NODE_PER_ROUND: usize = 4;
+
+/// `decommissionLimit` when unset or 0 (CubeFS's default parallelism per node set).
+pub const DECOMMISSION_LIMIT_DEFAULT: usize = 10;
+/// Upper bound on `decommissionLimit`: a round's moves run one after another, so a huge
+/// value would only make one round (and the leader's loop) run for a very long time.
+pub const DECOMMISSION_LIMIT_MAX: usize = 1000;
+
+/// The node set limit `/admin/setNodeInfo?decommissionLimit=` stored.
+pub fn decommission_limit(state: &CubefsState) -> usize {
+    state
+        .settings
+        .node_info
+        .get("decommissionLimit")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|v| *v > 0)
+        .map_or(DECOMMISSION_LIMIT_DEFAULT, |v| {
+            usize::try_from(v).map_or(DECOMMISSION_LIMIT_MAX, |v| v.min(DECOMMISSION_LIMIT_MAX))
+        })
+}
+
+/// The replica moves of one decommission round, as (role, node, partition id): at most
+/// `limit` data partitions per node set (the set of the node they leave, as CubeFS's
+/// per-node-set scheduler does), at most [`MOVES_PER_NODE_PER_ROUND`] meta partitions per
+/// node. The rest wait for a later round. Pure, so the rule is unit tested.
+pub fn decommission_batch(state: &CubefsState, limit: usize) -> Vec<(NodeRole, String, u64)> {
+    let mut per_set: std::collections::BTreeMap<u64, usize> = Default::default();
+    let mut out = Vec::new();
+    for (role, addr) in state.vt.decommissioning.iter() {
+        match role {
+            NodeRole::Data => {
+                // A node the registry lost has no set; its moves share set u64::MAX.
+                let set = state.node(*role, addr).map_or(u64::MAX, |n| n.node_set);
+                let used = per_set.entry(set).or_insert(0);
+                for d in state.vt.dps.values().filter(|d| d.hosts.contains(addr)) {
+                    if *used >= limit {
+                        break;
+                    }
+                    *used += 1;
+                    out.push((*role, addr.clone(), d.id));
+                }
+            }
+            NodeRole::Meta => out.extend(
+                state
+                    .vt
+                    .mps
+                    .values()
+                    .filter(|m| m.hosts.contains(addr))
+                    .take(MOVES_PER_NODE_PER_ROUND)
+                    .map(|m| (*role, addr.clone(), m.id)),
+            ),
+        }
+    }
+    out
+}
 
 /// `/dataNode/decommission`, `/metaNode/decommission`: marks the node in the table; the
 /// leader's loop ([`decommission_step`]) moves its replicas away, resuming after a leader
@@ -450,9 +504,8 @@ async fn node_decommission_progress(me: Rc<Shard>, ctx: Ctx) -> Response {
     }
 }
 
-/// One round of node decommissions: for every marked node, up to
-/// [`MOVES_PER_NODE_PER_ROUND`] of its replicas move (add on a new host, then remove).
-/// A move that fails is retried next round.
+/// One round of node decommissions: the moves [`decommission_batch`] picks (add on a new
+/// host, then remove). A move that fails is retried next round.
 pub async fn decommission_step(me: &Rc<Shard>) {
     // Most rounds have nothing to do: do not copy the whole table for them.
     if read0(me, |s| s.vt.decommissioning.is_empty())
@@ -464,27 +517,10 @@ pub async fn decommission_step(me: &Rc<Shard>) {
     let Ok((state, live)) = state_with_live(me).await else {
         return;
     };
-    for (role, addr) in state.vt.decommissioning.iter().cloned() {
-        let ids: Vec<u64> = match role {
-            NodeRole::Data => state
-                .vt
-                .dps
-                .values()
-                .filter(|d| d.hosts.contains(&addr))
-                .map(|d| d.id)
-                .collect(),
-            NodeRole::Meta => state
-                .vt
-                .mps
-                .values()
-                .filter(|m| m.hosts.contains(&addr))
-                .map(|m| m.id)
-                .collect(),
-        };
-        for id in ids.into_iter().take(MOVES_PER_NODE_PER_ROUND) {
-            if let Err((code, msg)) = move_replica(me, &state, &live, role, id, &addr).await {
-                tracing::warn!(partition = id, node = %addr, code, %msg, "decommission move failed; retried next round");
-            }
+    let batch = decommission_batch(&state, decommission_limit(&state));
+    for (role, addr, id) in batch {
+        if let Err((code, msg)) = move_replica(me, &state, &live, role, id, &addr).await {
+            tracing::warn!(partition = id, node = %addr, code, %msg, "decommission move failed; retried next round");
         }
     }
 }
@@ -598,4 +634,93 @@ pub fn routes(r: Router, shard: Rc<Shard>) -> Router {
         false,
         node_decommission_progress,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::cubefs::volumes::DataPartition;
+    use crate::meta::cubefs::Node;
+
+    fn node(addr: &str, set: u64) -> Node {
+        Node {
+            id: set * 100,
+            addr: addr.to_string(),
+            role: NodeRole::Data,
+            zone: "z".into(),
+            node_set: set,
+            heartbeat_port: String::new(),
+            replica_port: String::new(),
+            media_type: 1,
+            registered_ms: 0,
+        }
+    }
+
+    /// Nodes a1, a2 in set 1 and b1 in set 2, each hosting 6 dps; a1, a2, b1 leaving.
+    fn state() -> CubefsState {
+        let mut s = CubefsState::default();
+        let mut id = 0;
+        for (addr, set) in [("10.0.0.1:1", 1), ("10.0.0.2:1", 1), ("10.0.0.3:1", 2)] {
+            s.nodes
+                .insert((NodeRole::Data, addr.to_string()), node(addr, set));
+            s.vt.decommissioning
+                .insert((NodeRole::Data, addr.to_string()));
+            for _ in 0..6 {
+                id += 1;
+                s.vt.dps.insert(
+                    id,
+                    DataPartition {
+                        id,
+                        vol: "v".into(),
+                        replica_num: 3,
+                        hosts: vec![addr.to_string()],
+                        peers: vec![],
+                        status: 2,
+                        media_type: 1,
+                        created_ms: 0,
+                    },
+                );
+            }
+        }
+        s
+    }
+
+    fn per_set(s: &CubefsState, batch: &[(NodeRole, String, u64)]) -> (usize, usize) {
+        let set1 = batch
+            .iter()
+            .filter(|(_, a, _)| s.node(NodeRole::Data, a).map(|n| n.node_set) == Some(1))
+            .count();
+        (set1, batch.len() - set1)
+    }
+
+    #[test]
+    fn limit_bounds_each_node_set_and_the_rest_wait() {
+        let s = state();
+        let b = decommission_batch(&s, 4);
+        // Set 1 has 12 leaving dps over two nodes but moves 4; set 2 moves 4 of its 6.
+        assert_eq!(per_set(&s, &b), (4, 4));
+        let b = decommission_batch(&s, 7);
+        assert_eq!(per_set(&s, &b), (7, 6));
+        let b = decommission_batch(&s, 100);
+        assert_eq!(b.len(), 18);
+        let b = decommission_batch(&s, 0);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn limit_setting_defaults_and_caps() {
+        let mut s = state();
+        assert_eq!(decommission_limit(&s), DECOMMISSION_LIMIT_DEFAULT);
+        for (v, want) in [
+            ("3", 3),
+            ("0", DECOMMISSION_LIMIT_DEFAULT),
+            ("2.5", DECOMMISSION_LIMIT_DEFAULT),
+            ("99999999", DECOMMISSION_LIMIT_MAX),
+        ] {
+            s.settings
+                .node_info
+                .insert("decommissionLimit".into(), v.into());
+            assert_eq!(decommission_limit(&s), want, "{v}");
+        }
+    }
 }

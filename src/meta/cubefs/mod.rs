@@ -50,7 +50,7 @@ pub const NODESET_SELECTOR_DEFAULT: &str = "RoundRobin";
 pub const NODE_SELECTOR_DEFAULT: &str = "CarryWeight";
 
 /// The node info keys `/admin/getNodeInfo` shows, with CubeFS's defaults.
-pub const NODE_INFO_DEFAULTS: [(&str, &str); 8] = [
+pub const NODE_INFO_DEFAULTS: [(&str, &str); 9] = [
     ("batchCount", "0"),
     ("markDeleteRate", "0"),
     ("deleteWorkerSleepMs", "0"),
@@ -59,6 +59,8 @@ pub const NODE_INFO_DEFAULTS: [(&str, &str); 8] = [
     ("loadFactor", "0"),
     ("maxDpCntLimit", "3000"),
     ("maxMpCntLimit", "300"),
+    // Data partitions moving at once per node set (§10); CubeFS's default.
+    ("decommissionLimit", "10"),
 ];
 
 #[derive(
