@@ -184,7 +184,7 @@ impl StateMachine for MetaTable {
             },
             Section {
                 tag: TAG_MILVUS_COORD,
-                version: SECTION_VERSION,
+                version: milvus::coord::SECTION_VERSION,
                 bytes: self.milvus_coord.snapshot(),
             },
         ]
@@ -211,8 +211,8 @@ impl StateMachine for MetaTable {
                         .map_err(|e| format!("cubefs table: {e}"))?
                 }
                 (TAG_MILVUS, 1) => t.milvus = milvus::MilvusState::restore(&s.bytes)?,
-                (TAG_MILVUS_COORD, 1) => {
-                    t.milvus_coord = milvus::coord::CoordState::restore(&s.bytes)?
+                (TAG_MILVUS_COORD, v @ 1..=milvus::coord::SECTION_VERSION) => {
+                    t.milvus_coord = milvus::coord::CoordState::restore_version(v, &s.bytes)?
                 }
                 (tag, version) => {
                     return Err(format!(

@@ -387,6 +387,7 @@ pub async fn background_loop(me: Rc<Shard>) {
     }
     monoio::spawn(ddl_loop(me.clone()));
     let mut last_sync = 0u64;
+    let mut config_term = None;
     loop {
         monoio::time::sleep(Duration::from_millis(FLUSH_INTERVAL_MS)).await;
         if me.group.is_closed() {
@@ -400,12 +401,56 @@ pub async fn background_loop(me: Rc<Shard>) {
         if ensure_memory(&me).await.is_err() {
             continue;
         }
+        let term = me.group.raft_status().term;
+        if config_term != Some(term) && propose_config(&me).await {
+            config_term = Some(term);
+        }
         if now_ms().saturating_sub(last_sync) >= SYNC_INTERVAL_MS {
             last_sync = now_ms();
             sync_and_expire(&me).await;
         }
         flush(&me).await;
     }
+}
+
+/// Proposes `--milvus-config` when it differs from the replicated one; false: try again.
+async fn propose_config(s0: &Rc<Shard>) -> bool {
+    let Some(entries) = super::sysconfig::loaded() else {
+        return true;
+    };
+    if let Err(e) = s0.group.read_barrier().await {
+        warn!("milvus config: read barrier failed: {e:?}");
+        return false;
+    }
+    let version = {
+        let st = s0.group.state();
+        if st.milvus_coord.config.entries == *entries {
+            return true;
+        }
+        st.milvus_coord.config.version + 1
+    };
+    let cmd = CoordCommand::SetConfig {
+        version,
+        entries: entries
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
+    match propose(s0, cmd).await {
+        Ok(_) => {
+            info!(version, keys = entries.len(), "milvus config replicated");
+            true
+        }
+        Err(e) => {
+            warn!("milvus config: proposal failed: {}", e.message);
+            false
+        }
+    }
+}
+
+/// A `u64` of the replicated Milvus configuration, or `default`.
+fn setting(s0: &Rc<Shard>, key: &str, default: u64) -> u64 {
+    super::sysconfig::u64_or(&s0.group.state().milvus_coord.config.entries, key, default)
 }
 
 /// Where a request needing the leader memory goes.
@@ -913,7 +958,10 @@ async fn lookup_max_rows(s0: &Rc<Shard>, collection: u64, partition: u64) -> MRe
             .await
             .map_err(|_| mesh_failed())??;
         match found {
-            Some((true, bytes)) => return Ok(max_rows(SEGMENT_MAX_SIZE_MB, bytes)),
+            Some((true, bytes)) => {
+                let mb = setting(s0, "datacoord.segment.maxsize", SEGMENT_MAX_SIZE_MB);
+                return Ok(max_rows(mb, bytes));
+            }
             Some((false, _)) => {
                 return Err(MErr::new(
                     200,
@@ -976,7 +1024,12 @@ async fn assign_segment_id(s0: Rc<Shard>, b: Body) -> MResult<Value> {
         )));
     }
     let ts = tso(&s0).await?;
-    let expire = ts.saturating_add(ms_to_ts(ASSIGNMENT_EXPIRATION_MS));
+    let expiration_ms = setting(
+        &s0,
+        "datacoord.segment.assignmentexpiration",
+        ASSIGNMENT_EXPIRATION_MS,
+    );
+    let expire = ts.saturating_add(ms_to_ts(expiration_ms));
     let mut out = Vec::with_capacity(reqs.len());
     let mut created: Vec<SegmentMeta> = Vec::new();
     let status = |e: &MErr| json!({"code": e.code, "reason": e.message});
@@ -1122,6 +1175,7 @@ async fn segment_report(s0: Rc<Shard>, b: Body) -> MResult<Value> {
         None => 0,
     };
     let asked = b.str_opt("state")?;
+    let max_size_mb = setting(&s0, "datacoord.segment.maxsize", SEGMENT_MAX_SIZE_MB);
     let Some(seg) = s0.group.state().milvus_coord.segments.get(&id).cloned() else {
         return Err(MErr::invalid(format!("segment {id} not found")));
     };
@@ -1138,7 +1192,7 @@ async fn segment_report(s0: Rc<Shard>, b: Body) -> MResult<Value> {
             binlogs,
             age_s,
             idle_s: 0,
-            row_bytes: (SEGMENT_MAX_SIZE_MB * 1024 * 1024) / seg.max_rows.max(1),
+            row_bytes: (max_size_mb * 1024 * 1024) / seg.max_rows.max(1),
             jitter,
         })
     } else {
@@ -1220,6 +1274,16 @@ async fn segments_read(me: Rc<Shard>, req: Request, describe: bool) -> MResult<V
     .map_err(|_| mesh_failed())?
 }
 
+/// The three SysConfig reads: 0 `Get`, 1 `GetByPrefix`, 2 `ShowConfigurations`.
+async fn sysconfig_call(me: Rc<Shard>, req: Request, which: u8) -> MResult<Value> {
+    let b = Body::parse(req.body())?;
+    match which {
+        0 => super::sysconfig::get(me, b).await,
+        1 => super::sysconfig::get_by_prefix(me, b).await,
+        _ => super::sysconfig::show_configurations(me, b).await,
+    }
+}
+
 fn reply(r: MResult<Value>) -> Response {
     match r {
         Ok(v) => ok(v),
@@ -1230,6 +1294,7 @@ fn reply(r: MResult<Value>) -> Response {
 /// Adds the routes of this module.
 pub fn routes(router: Router, shard: Rc<Shard>) -> Router {
     let (i, j, k, l) = (shard.clone(), shard.clone(), shard.clone(), shard.clone());
+    let (m, n, o) = (shard.clone(), shard.clone(), shard.clone());
     let s = shard;
     let (a, b, c, d, e, f, g, h) = (
         s.clone(),
@@ -1310,6 +1375,30 @@ pub fn routes(router: Router, shard: Rc<Shard>) -> Router {
             move |req: Request| {
                 let j = j.clone();
                 async move { reply(segments_read(j, req, false).await) }
+            },
+        )
+        .route(
+            Method::POST,
+            "/v2/rootcoord/sysconfig/get",
+            move |req: Request| {
+                let m = m.clone();
+                async move { reply(sysconfig_call(m, req, 0).await) }
+            },
+        )
+        .route(
+            Method::POST,
+            "/v2/rootcoord/sysconfig/get_by_prefix",
+            move |req: Request| {
+                let n = n.clone();
+                async move { reply(sysconfig_call(n, req, 1).await) }
+            },
+        )
+        .route(
+            Method::POST,
+            "/v2/rootcoord/show_configurations",
+            move |req: Request| {
+                let o = o.clone();
+                async move { reply(sysconfig_call(o, req, 2).await) }
             },
         )
         .route(

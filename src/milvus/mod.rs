@@ -17,6 +17,7 @@ pub mod dd;
 pub mod schema;
 pub mod segment;
 pub mod session;
+pub mod sysconfig;
 pub mod timetick;
 
 use std::rc::Rc;

@@ -90,6 +90,10 @@ pub struct ServerArgs {
     /// Default 86400000 (a day).
     #[arg(long)]
     pub milvus_dd_history_ms: Option<u64>,
+    /// A `milvus.yaml` whose keys the group 0 leader replicates as Milvus's system
+    /// configuration (SysConfig routes; mast's Milvus defaults read them).
+    #[arg(long)]
+    pub milvus_config: Option<PathBuf>,
     /// File of `TOKEN ROLE` lines (role admin or read): every request then needs
     /// `Authorization: Bearer TOKEN` (except /healthz and /metrics). Re-read on SIGHUP.
     #[arg(long)]
@@ -121,6 +125,7 @@ pub struct FileConfig {
     pub cubefs_dp_growth_interval_ms: Option<u64>,
     pub milvus_dd_history_entries_max: Option<usize>,
     pub milvus_dd_history_ms: Option<u64>,
+    pub milvus_config: Option<PathBuf>,
     pub auth_token_file: Option<PathBuf>,
     pub metrics_auth: Option<bool>,
 }
@@ -177,6 +182,8 @@ pub struct ServerConfig {
     pub cubefs_dp_growth_interval_ms: u64,
     /// Bounds of each shard's Milvus DD history.
     pub milvus_dd_history: crate::meta::milvus::history::HistoryLimits,
+    /// Normalised pairs of `--milvus-config` (`crate::milvus::sysconfig`).
+    pub milvus_config: Option<std::collections::BTreeMap<String, String>>,
     /// Admin authentication's token file (`crate::node::auth`); None: no authentication.
     pub auth_token_file: Option<PathBuf>,
     pub metrics_auth: bool,
@@ -353,6 +360,20 @@ impl ServerConfig {
         let redirect = args.redirect || file.redirect.unwrap_or(false);
         let follower_read = args.follower_read || file.follower_read.unwrap_or(false);
         let auth_token_file = args.auth_token_file.or(file.auth_token_file);
+        let milvus_config = match args.milvus_config.or(file.milvus_config) {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    err(
+                        "milvus_config",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let entries = crate::milvus::sysconfig::parse(&text)
+                    .map_err(|e| err("milvus_config", format!("{}: {e}", path.display())))?;
+                Some(entries)
+            }
+        };
         let metrics_auth = args.metrics_auth || file.metrics_auth.unwrap_or(false);
         if metrics_auth && auth_token_file.is_none() {
             return Err(err(
@@ -410,6 +431,7 @@ impl ServerConfig {
             log_io,
             cubefs_dp_growth_interval_ms,
             milvus_dd_history,
+            milvus_config,
             auth_token_file,
             metrics_auth,
         })

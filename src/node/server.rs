@@ -63,6 +63,9 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     let _lock = lock_data_dir(&config.data_dir)?;
     // Before any shard opens its table.
     crate::meta::milvus::history::configure(config.milvus_dd_history);
+    if let Some(entries) = config.milvus_config.clone() {
+        crate::milvus::sysconfig::configure(entries);
+    }
     check_port_free(config.http_addr)?;
     for shard in 0..config.shards {
         check_port_free(config.shard_peer_addr(shard))?;

@@ -83,6 +83,23 @@ stored! {
         /// A data node's report on a segment (rows so far) and the state the leader's seal
         /// policies chose; `ts` closes a segment leaving `Growing`.
         SegmentReport { ts: u64, id: u64, rows: u64, state: String },
+        /// Replaces the Milvus system configuration (`crate::milvus::sysconfig`): sorted,
+        /// normalised pairs; `version` is the stored one plus one, chosen by the proposer.
+        SetConfig { version: u64, entries: Vec<(String, String)> },
+    }
+
+    /// The replicated Milvus system configuration.
+    #[derive(Default)]
+    pub struct ConfigTable {
+        /// 0: never set; each change adds one.
+        pub version: u64,
+        pub entries: BTreeMap<String, String>,
+    }
+
+    /// Section version 2: version 1's bytes, then the configuration.
+    struct SnapshotV2 {
+        core: Vec<u8>,
+        config: ConfigTable,
     }
 
     /// A segment (design §10.4.1's `SegmentMeta`).
@@ -126,7 +143,11 @@ pub struct CoordState {
     /// Sessions removed because they expired.
     pub expired_total: u64,
     pub segments: BTreeMap<u64, SegmentMeta>,
+    pub config: ConfigTable,
 }
+
+/// Snapshot section version written; 1 (no configuration) still restores.
+pub const SECTION_VERSION: u16 = 2;
 
 fn refuse(message: impl Into<String>) -> Outcome {
     Outcome::Error {
@@ -216,6 +237,31 @@ impl CoordState {
                 seg.rows = seg.rows.max(*rows);
                 Outcome::Done
             }
+            CoordCommand::SetConfig { version, entries } => {
+                if *version <= self.config.version {
+                    return Outcome::Unchanged;
+                }
+                if entries.len() > crate::milvus::sysconfig::KEYS_MAX
+                    || !entries.windows(2).all(|w| w[0].0 < w[1].0)
+                {
+                    return refuse(format!(
+                        "a configuration holds at most {} sorted, distinct keys: invalid parameter",
+                        crate::milvus::sysconfig::KEYS_MAX
+                    ));
+                }
+                if entries
+                    .iter()
+                    .map(|(k, v)| (k, v))
+                    .eq(self.config.entries.iter())
+                {
+                    return Outcome::Unchanged;
+                }
+                self.config = ConfigTable {
+                    version: *version,
+                    entries: entries.iter().cloned().collect(),
+                };
+                Outcome::Done
+            }
             CoordCommand::Marks { marks } => {
                 for m in marks {
                     if !self.channels.contains_key(&m.channel)
@@ -255,6 +301,28 @@ impl CoordState {
     }
 
     pub fn snapshot(&self) -> Vec<u8> {
+        codec::encode(&SnapshotV2 {
+            core: self.snapshot_v1(),
+            config: self.config.clone(),
+        })
+    }
+
+    /// Restores a section of `version` (1 or 2).
+    pub fn restore_version(version: u16, bytes: &[u8]) -> Result<Self, String> {
+        if version == 1 {
+            return Self::restore(bytes);
+        }
+        let data = codec::decode::<SnapshotV2>(bytes)
+            .map_err(|e| format!("milvus coordinator table: {e}"))?;
+        if data.config.entries.len() > crate::milvus::sysconfig::KEYS_MAX {
+            return Err("milvus coordinator table: too many configuration keys".into());
+        }
+        let mut st = Self::restore(&data.core)?;
+        st.config = data.config;
+        Ok(st)
+    }
+
+    fn snapshot_v1(&self) -> Vec<u8> {
         codec::encode(&SnapshotData {
             sessions: self.sessions.values().cloned().collect(),
             channels: self
@@ -447,7 +515,52 @@ mod tests {
                     })
                     .collect()
             }),
+            (
+                0u64..5,
+                prop::collection::btree_map("[a-c.]{1,4}", "[0-9]{0,3}", 0..5)
+            )
+                .prop_map(|(version, m)| CoordCommand::SetConfig {
+                    version,
+                    entries: m.into_iter().collect(),
+                }),
         ]
+    }
+
+    #[test]
+    fn config_versions_increase_and_same_config_changes_nothing() {
+        let mut st = CoordState::default();
+        let entries = vec![("a.b".to_string(), "1".to_string())];
+        let set = |version, entries: &Vec<(String, String)>| CoordCommand::SetConfig {
+            version,
+            entries: entries.clone(),
+        };
+        assert_eq!(st.apply(&set(1, &entries)), Outcome::Done);
+        assert_eq!(st.config.version, 1);
+        assert_eq!(st.config.entries["a.b"], "1");
+        // The same pairs again: nothing to record, the version stays.
+        assert_eq!(st.apply(&set(2, &entries)), Outcome::Unchanged);
+        assert_eq!(st.config.version, 1);
+        // A stale proposal (raced by another leader's) is ignored.
+        let other = vec![("a.b".to_string(), "2".to_string())];
+        assert_eq!(st.apply(&set(1, &other)), Outcome::Unchanged);
+        assert_eq!(st.apply(&set(2, &other)), Outcome::Done);
+        assert_eq!(
+            (st.config.version, st.config.entries["a.b"].as_str()),
+            (2, "2")
+        );
+        let unsorted = vec![
+            ("b".to_string(), String::new()),
+            ("a".to_string(), String::new()),
+        ];
+        assert!(matches!(
+            st.apply(&set(3, &unsorted)),
+            Outcome::Error { .. }
+        ));
+        assert_eq!(st.config.version, 2);
+        // A version 1 section (before the configuration existed) still restores.
+        let v1 = CoordState::restore_version(1, &st.snapshot_v1()).unwrap();
+        assert_eq!(v1.config, ConfigTable::default());
+        assert_eq!(v1.sessions, st.sessions);
     }
 
     proptest! {
@@ -460,7 +573,7 @@ mod tests {
                 prop_assert_eq!(&back, c);
                 st.apply(c);
             }
-            let restored = CoordState::restore(&st.snapshot()).unwrap();
+            let restored = CoordState::restore_version(SECTION_VERSION, &st.snapshot()).unwrap();
             prop_assert_eq!(restored, st);
         }
     }
