@@ -143,6 +143,46 @@ pub(crate) fn place_for(
     place(topo, &want)
 }
 
+/// A placed meta partition: its hosts, the create task for each, its raft peers.
+type PlacedMeta = (Vec<Cand>, Vec<CreateOnNode>, Vec<Peer>);
+
+/// One meta partition's replicas placed, with the create task for each and its peers: createVol
+/// and `/metaPartition/create` place meta partitions alike.
+fn place_meta_partition(
+    topo: &Topology,
+    zones: &[String],
+    cross_zone: bool,
+    vol: &str,
+    id: u64,
+    start: u64,
+    end: u64,
+) -> Result<PlacedMeta, placement::PlaceError> {
+    let want = Want {
+        role: NodeRole::Meta,
+        replicas: MP_REPLICAS,
+        zones: zones.to_vec(),
+        cross_zone,
+        allow_same_ip: false,
+        exclude: vec![],
+    };
+    let chosen = place(topo, &want)?;
+    let peers = to_peers(&chosen);
+    let creates = chosen
+        .iter()
+        .map(|n| CreateOnNode {
+            role: NodeRole::Meta,
+            addr: n.addr.clone(),
+            partition_id: id,
+            vol: vol.to_string(),
+            size_bytes: 0,
+            start,
+            end,
+            members: peers.clone(),
+        })
+        .collect();
+    Ok((chosen, creates, peers))
+}
+
 fn to_peers(c: &[Cand]) -> Vec<Peer> {
     c.iter()
         .map(|n| Peer {
@@ -471,34 +511,12 @@ async fn create_vol(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
         } else {
             MP_INODE_STEP * (i + 1)
         };
-        let want = Want {
-            role: NodeRole::Meta,
-            replicas: MP_REPLICAS,
-            zones: zones.clone(),
-            cross_zone,
-            allow_same_ip: false,
-            exclude: vec![],
-        };
-        let chosen = match place(&meta_topo, &want) {
-            Ok(c) => c,
-            Err(e) => return fail(enc, e.code, &e.msg),
-        };
-        let peers = to_peers(&chosen);
-        mp_creates.push(
-            chosen
-                .iter()
-                .map(|n| CreateOnNode {
-                    role: NodeRole::Meta,
-                    addr: n.addr.clone(),
-                    partition_id: id,
-                    vol: name.clone(),
-                    size_bytes: 0,
-                    start,
-                    end,
-                    members: peers.clone(),
-                })
-                .collect(),
-        );
+        let (chosen, creates, peers) =
+            match place_meta_partition(&meta_topo, &zones, cross_zone, &name, id, start, end) {
+                Ok(p) => p,
+                Err(e) => return fail(enc, e.code, &e.msg),
+            };
+        mp_creates.push(creates);
         mps.push(MetaPartition {
             id,
             vol: name.clone(),
@@ -1039,34 +1057,12 @@ async fn mp_create(me: Rc<Shard>, ctx: Ctx) -> mast_http::Response {
         } else {
             start.saturating_add(MP_INODE_STEP - 1)
         };
-        let want = Want {
-            role: NodeRole::Meta,
-            replicas: MP_REPLICAS,
-            zones: zones.clone(),
-            cross_zone: vol.cross_zone,
-            allow_same_ip: false,
-            exclude: vec![],
-        };
-        let chosen = match place(&topo, &want) {
-            Ok(c) => c,
+        let placed = place_meta_partition(&topo, &zones, vol.cross_zone, &vol.name, id, start, e);
+        let (chosen, on_nodes, peers) = match placed {
+            Ok(p) => p,
             Err(err) => return fail(enc, err.code, &err.msg),
         };
-        let peers = to_peers(&chosen);
-        creates.push(
-            chosen
-                .iter()
-                .map(|n| CreateOnNode {
-                    role: NodeRole::Meta,
-                    addr: n.addr.clone(),
-                    partition_id: id,
-                    vol: vol.name.clone(),
-                    size_bytes: 0,
-                    start,
-                    end: e,
-                    members: peers.clone(),
-                })
-                .collect(),
-        );
+        creates.push(on_nodes);
         new.push(MetaPartition {
             id,
             vol: vol.name.clone(),
